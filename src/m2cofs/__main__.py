@@ -1,0 +1,3 @@
+from m2cofs.cli import main
+
+raise SystemExit(main())
