@@ -1,0 +1,1 @@
+"""Finding, checking, loading and preprocessing multi-modal MRI cases."""
