@@ -1,0 +1,279 @@
+"""The dataset object: discovery + label convention + loading + cached preprocessing.
+
+>>> ds = MultiModalDataset("BraTS2021_Training", modalities=["t1ce", "flair"])  # doctest: +SKIP
+>>> item = ds[0]   # {"id", "image" (C,X,Y,Z) float32 in [0,1], "mask", "label", "modalities", "meta"}
+>>> ds.convention.name, ds.convention_reason  # doctest: +SKIP
+('brats2017', 'label 4 present without label 3')
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from m2cofs.data.labels import CONVENTIONS, LabelConvention, get_convention, infer_convention
+from m2cofs.data.layouts import CaseSpec, DatasetSpec, discover
+from m2cofs.data.loading import Case, load_case, read_volume
+from m2cofs.data.modalities import CANONICAL
+from m2cofs.data.preprocess import (
+    PreparedCase,
+    PreprocessConfig,
+    cache_key,
+    load_prepared,
+    preprocess_case,
+    save_prepared,
+)
+from m2cofs.errors import M2CofsError
+
+
+def label_values(path: Path) -> set[int]:
+    """The distinct values of a label file (checked to be integers)."""
+    data, _, _ = read_volume(path, "label")
+    vals = np.unique(data)
+    if vals.dtype.kind == "f":
+        if not np.allclose(vals, np.rint(vals), atol=1e-3):
+            raise M2CofsError("label map has non-integer values", path)
+        vals = np.rint(vals)
+    return {int(v) for v in vals}
+
+
+def resolve_convention(spec: DatasetSpec, labels: str = "auto") -> tuple[LabelConvention, str]:
+    """Pick the label convention for a dataset: the one named, or inferred (``auto``).
+
+    ``auto`` reads the label files (stopping as soon as the answer is certain) and applies
+    :func:`~m2cofs.data.labels.infer_convention` to the values of all cases together.
+    """
+    if labels != "auto":
+        try:
+            return get_convention(labels), "given with --labels"
+        except ValueError as exc:
+            raise M2CofsError(str(exc)) from None
+    with_labels = [c for c in spec.cases if c.label is not None]
+    if not with_labels:
+        return CONVENTIONS["none"], "no label files found"
+    naming = spec.format if spec.format in ("mrbrains", "msd", "brats2023") else None
+    if naming in ("mrbrains", "msd"):
+        values: set[int] = set()
+        if naming == "mrbrains":
+            for c in with_labels:
+                values |= label_values(c.label)
+        name, reason = infer_convention(values, naming)
+        return get_convention(name), reason
+    values = set()
+    for c in with_labels:
+        values |= label_values(c.label)
+        if {3, 4} <= values:
+            break
+    name, reason = infer_convention(values, naming)
+    if name is None:
+        raise M2CofsError(
+            f"cannot tell the label convention: {reason}; pass --labels "
+            "(brats2013, brats2017, brats2023, msd, mrbrains, mrbrains9 or none)",
+            spec.root,
+        )
+    return get_convention(name), reason
+
+
+def dataset_modalities(spec: DatasetSpec) -> list[str]:
+    """Every modality found in the dataset, in canonical order.
+
+    A case that lacks one of them is incomplete (an error when it is loaded); pass an explicit
+    modality list to use a subset.
+    """
+    found: set[str] = set()
+    for c in spec.cases:
+        found |= set(c.images)
+    return sorted(found, key=lambda m: CANONICAL.index(m) if m in CANONICAL else 99)
+
+
+def _prepare_one(args) -> PreparedCase:
+    spec, modalities, convention, resample_to, cfg, cache_path = args
+    if cache_path is not None and cache_path.exists():
+        try:
+            return load_prepared(cache_path)
+        except M2CofsError:
+            pass  # stale or broken entry: rebuild it
+    case = load_case(spec, modalities, convention, resample_to)
+    prepared = preprocess_case(case, cfg)
+    if cache_path is not None:
+        save_prepared(cache_path, prepared)
+    return prepared
+
+
+class MultiModalDataset:
+    """Cases of one dataset, loaded, checked and preprocessed on demand (cached when asked).
+
+    Args:
+        root: dataset folder, case folder, or datalist / ``dataset.json`` file.
+        format: layout (``auto``, ``brats2021``, ``brats2023``, ``msd``, ``mrbrains``, ``datalist``).
+        labels: label convention or ``auto``.
+        modalities: channels to load, in order (default: those every case has).
+        resample_to: modality whose grid the others are resampled onto, if grids differ.
+        preprocess: preprocessing settings; ``None`` yields the raw arrays (original grid).
+        cache_dir: where preprocessed cases are cached (``None``: no cache).
+        ids: keep only these case ids (in this order).
+
+    Items are dicts: ``id``, ``image`` (C, X, Y, Z) float32, ``mask`` (X, Y, Z) bool, ``label``
+    (X, Y, Z) int16 in the dataset's own values or ``None``, ``modalities``, ``meta``
+    (:class:`~m2cofs.data.preprocess.CaseMeta`: original affine, header, shape, crop box).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        format: str = "auto",
+        labels: str = "auto",
+        modalities: Sequence[str] | None = None,
+        resample_to: str | None = None,
+        preprocess: PreprocessConfig | None = PreprocessConfig(),
+        cache_dir: str | os.PathLike | None = None,
+        ids: Sequence[str] | None = None,
+    ):
+        self.spec = discover(root, format)
+        if ids is not None:
+            by_id = {c.id: c for c in self.spec.cases}
+            unknown = [i for i in ids if i not in by_id]
+            if unknown:
+                raise M2CofsError(f"no case with id {', '.join(unknown)}", root)
+            self.spec = DatasetSpec(self.spec.root, self.spec.format, [by_id[i] for i in ids], self.spec.notes)
+        self.convention, self.convention_reason = resolve_convention(self.spec, labels)
+        if modalities is None:
+            modalities = dataset_modalities(self.spec)
+            if not modalities:
+                raise M2CofsError("the cases have no images", root)
+        self.modalities = list(modalities)
+        self.resample_to = resample_to
+        self.preprocess = preprocess
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+
+    @property
+    def format(self) -> str:
+        return self.spec.format
+
+    @property
+    def cases(self) -> list[CaseSpec]:
+        return self.spec.cases
+
+    @property
+    def ids(self) -> list[str]:
+        return self.spec.ids
+
+    def __len__(self) -> int:
+        return len(self.spec.cases)
+
+    def load_raw(self, index: int) -> Case:
+        """The case on its original grid, checked, without preprocessing."""
+        return load_case(self.spec.cases[index], self.modalities, self.convention, self.resample_to)
+
+    def _cache_path(self, spec: CaseSpec) -> Path | None:
+        if self.cache_dir is None or self.preprocess is None:
+            return None
+        files = {m: str(spec.images[m]) for m in self.modalities if m in spec.images}
+        if spec.label is not None:
+            files["label"] = str(spec.label)
+        if spec.mask is not None:
+            files["mask"] = str(spec.mask)
+        key = cache_key(files, self.modalities, self.preprocess, f"{self.resample_to}|{self.convention.name}")
+        safe_id = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in spec.id)
+        return self.cache_dir / f"{safe_id}-{key}.npz"
+
+    def prepared(self, index: int) -> PreparedCase:
+        """The preprocessed case (from the cache when present)."""
+        if self.preprocess is None:
+            raise ValueError("this dataset was made with preprocess=None; use load_raw()")
+        spec = self.spec.cases[index]
+        return _prepare_one((spec, self.modalities, self.convention, self.resample_to, self.preprocess,
+                             self._cache_path(spec)))
+
+    def prepare_all(self, workers: int = 1, progress: bool = False) -> list[PreparedCase]:
+        """Preprocess every case (in ``workers`` processes), filling the cache; returns them all."""
+        if self.preprocess is None:
+            raise ValueError("this dataset was made with preprocess=None")
+        jobs = [(c, self.modalities, self.convention, self.resample_to, self.preprocess, self._cache_path(c))
+                for c in self.spec.cases]
+        if workers <= 1 or len(jobs) <= 1:
+            it: Iterator[PreparedCase] = map(_prepare_one, jobs)
+            if progress:
+                from tqdm.auto import tqdm
+
+                it = tqdm(it, total=len(jobs), desc="preprocess", unit="case")
+            return list(it)
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            it = pool.map(_prepare_one, jobs)
+            if progress:
+                from tqdm.auto import tqdm
+
+                it = tqdm(it, total=len(jobs), desc="preprocess", unit="case")
+            return list(it)
+
+    def __getitem__(self, index: int) -> dict:
+        if self.preprocess is None:
+            case = self.load_raw(index)
+            return {"id": case.id, "image": case.images, "mask": case.mask, "label": case.label,
+                    "modalities": case.modalities, "meta": case}
+        return self.prepared(index).as_dict()
+
+    def __iter__(self) -> Iterator[dict]:
+        for i in range(len(self)):
+            yield self[i]
+
+
+@dataclass
+class CheckRow:
+    """One row of ``m2cofs data check``."""
+
+    id: str
+    modalities: list[str]
+    shape: tuple[int, ...] | None
+    spacing: tuple[float, ...] | None
+    orientation: str
+    label_values: list[int] | None
+    regions: dict[str, int] | None
+    problems: list[str]
+    notes: list[str]
+
+    @property
+    def usable(self) -> bool:
+        return not self.problems
+
+
+def check_dataset(
+    root: str | os.PathLike,
+    format: str = "auto",
+    labels: str = "auto",
+    modalities: Sequence[str] | None = None,
+    resample_to: str | None = None,
+) -> tuple[DatasetSpec, LabelConvention | None, str, list[CheckRow]]:
+    """Load every case and report what it holds and what is wrong with it.
+
+    Problems with a single case are collected in its row; problems with the whole dataset
+    (nothing found, unreadable datalist, undecidable label convention) raise
+    :class:`M2CofsError`.
+    """
+    spec = discover(root, format)
+    convention, reason = resolve_convention(spec, labels)
+    rows: list[CheckRow] = []
+    mods = list(modalities) if modalities else dataset_modalities(spec)
+    for c in spec.cases:
+        try:
+            case = load_case(c, mods, convention, resample_to)
+        except M2CofsError as exc:
+            rows.append(CheckRow(c.id, sorted(c.images), None, None, "", None, None, [str(exc)], list(c.notes)))
+            continue
+        problems: list[str] = []
+        vals = regions = None
+        if case.label is not None:
+            vals = sorted(int(v) for v in np.unique(case.label))
+            regions = {r: int(np.isin(case.label, sorted(m)).sum()) for r, m in convention.regions.items()}
+        elif convention.name != "none":
+            case.notes.append("no label file")
+        if len(case.modalities) < 2:
+            problems.append(f"only {len(case.modalities)} modality: fusion needs two or more")
+        rows.append(CheckRow(c.id, case.modalities, case.shape, tuple(round(s, 3) for s in case.spacing),
+                             case.orientation, vals, regions, problems, case.notes))
+    return spec, convention, reason, rows

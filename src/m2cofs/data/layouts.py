@@ -1,0 +1,339 @@
+"""Finding the cases of a dataset on disk, in any of the layouts medical-imaging users have.
+
+Supported layouts (``--format``):
+
+``brats2021``  BraTS 2018–2021: ``<id>/<id>_{t1,t1ce,t2,flair,seg}.nii.gz`` (any subset of
+               modalities; ``<id>_brainmask`` is the brain mask).
+``brats2023``  BraTS 2023+: ``<id>/<id>-{t1n,t1c,t2w,t2f,seg}.nii.gz``.
+``msd``        Medical Segmentation Decathlon Task01: ``dataset.json`` + 4-D ``imagesTr/*.nii.gz``
+               (channels named by ``dataset.json["modality"]``) + ``labelsTr``.
+``mrbrains``   MRBrainS13: ``<case>/{T1,T1_IR,T2_FLAIR}.nii[.gz]`` + ``LabelsForTesting`` (or
+               ``LabelsForTraining``); the case id is the folder name.
+``datalist``   a MONAI-style JSON list of ``{"id": ..., <modality>: path, ..., "label": path,
+               "mask": path}`` (paths relative to the JSON file's folder), which covers any naming.
+``auto``       the layout whose file patterns match most files under the given path.
+
+Discovery only looks at names; :mod:`m2cofs.data.loading` reads and checks the files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from m2cofs.data.modalities import normalize_modality
+from m2cofs.errors import M2CofsError
+
+FORMATS = ("auto", "brats2021", "brats2023", "msd", "mrbrains", "datalist")
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+MAX_DEPTH = 4  # how deep below DATA to look for case files
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One image on disk; ``channel`` selects a volume of a 4-D file (Decathlon layout)."""
+
+    path: Path
+    channel: int | None = None
+
+    def __str__(self) -> str:
+        return str(self.path) if self.channel is None else f"{self.path}[channel {self.channel}]"
+
+
+@dataclass
+class CaseSpec:
+    """What discovery found for one case: file references, not data."""
+
+    id: str
+    images: dict[str, ImageRef]  # canonical modality → image
+    label: Path | None = None
+    mask: Path | None = None
+    notes: list[str] = field(default_factory=list)
+    format: str = ""
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.images)
+
+
+@dataclass
+class DatasetSpec:
+    """All cases found under one path, and how they were found."""
+
+    root: Path
+    format: str
+    cases: list[CaseSpec]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ids(self) -> list[str]:
+        return [c.id for c in self.cases]
+
+
+def strip_nifti_suffix(name: str) -> str | None:
+    """``"a_t1.nii.gz"`` → ``"a_t1"``; ``None`` when ``name`` is not a NIfTI file name."""
+    low = name.lower()
+    for suf in NIFTI_SUFFIXES:
+        if low.endswith(suf):
+            return name[: -len(suf)]
+    return None
+
+
+# --- per-layout file-name parsers: name stem → (case id, role) where role is a canonical modality,
+# "label" or "mask"; None when the name does not belong to the layout.
+_BRATS2021_KEYS = {"t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair", "seg": "label",
+                   "brainmask": "mask", "mask": "mask"}
+_BRATS2023_KEYS = {"t1n": "t1", "t1c": "t1ce", "t2w": "t2", "t2f": "flair", "seg": "label",
+                   "brainmask": "mask", "mask": "mask"}
+_MRBRAINS_KEYS = {"t1": "t1", "t1_ir": "t1_ir", "t2_flair": "flair", "labelsfortesting": "label",
+                  "labelsfortraining": "label9", "brainmask": "mask"}
+_RE_2021 = re.compile(r"^(?P<id>.+)_(?P<key>t1|t1ce|t2|flair|seg|brainmask|mask)$", re.IGNORECASE)
+_RE_2023 = re.compile(r"^(?P<id>.+)-(?P<key>t1n|t1c|t2w|t2f|seg|brainmask|mask)$", re.IGNORECASE)
+
+
+def _parse_brats2021(path: Path, stem: str) -> tuple[str, str] | None:
+    m = _RE_2021.match(stem)
+    return (m["id"], _BRATS2021_KEYS[m["key"].lower()]) if m else None
+
+
+def _parse_brats2023(path: Path, stem: str) -> tuple[str, str] | None:
+    m = _RE_2023.match(stem)
+    return (m["id"], _BRATS2023_KEYS[m["key"].lower()]) if m else None
+
+
+def _parse_mrbrains(path: Path, stem: str) -> tuple[str, str] | None:
+    role = _MRBRAINS_KEYS.get(stem.lower())
+    return (path.parent.name, role) if role else None
+
+
+_PARSERS = {"brats2021": _parse_brats2021, "brats2023": _parse_brats2023, "mrbrains": _parse_mrbrains}
+
+
+def _walk_nifti(root: Path) -> list[Path]:
+    found: list[Path] = []
+    base_depth = len(root.parts)
+    for dirpath, dirnames, filenames in os.walk(root):
+        depth = len(Path(dirpath).parts) - base_depth
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if depth >= MAX_DEPTH:
+            dirnames[:] = []
+        for f in sorted(filenames):
+            if not f.startswith(".") and strip_nifti_suffix(f) is not None:
+                found.append(Path(dirpath) / f)
+    return found
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """Say which layout ``path`` is in (never ``auto``); :class:`M2CofsError` if none fits."""
+    path = Path(path)
+    if not path.exists():
+        raise M2CofsError("no such file or folder", path)
+    if path.is_file():
+        if path.suffix.lower() != ".json":
+            if strip_nifti_suffix(path.name) is not None:
+                raise M2CofsError("is a single NIfTI file; give the case folder or a datalist JSON", path)
+            raise M2CofsError("is not a dataset folder or a datalist JSON file", path)
+        obj = _read_json(path)
+        return "msd" if isinstance(obj, dict) and "modality" in obj and "training" in obj else "datalist"
+    if (path / "dataset.json").is_file() and ((path / "imagesTr").is_dir() or (path / "imagesTs").is_dir()):
+        return "msd"
+    files = _walk_nifti(path)
+    if not files:
+        for name in ("datalist.json", "dataset.json"):
+            if (path / name).is_file():
+                return detect_format(path / name)
+        raise M2CofsError("no NIfTI files (.nii or .nii.gz) found: the dataset folder is empty", path)
+    scores = {}
+    for fmt, parser in _PARSERS.items():
+        scores[fmt] = sum(parser(f, strip_nifti_suffix(f.name)) is not None for f in files)
+    # BraTS-2021 stems like "x_t1" also match nothing else; "T1.nii" in MRBrainS matches only mrbrains.
+    best = max(scores, key=lambda k: (scores[k], k == "brats2021"))
+    if scores[best] == 0:
+        for name in ("datalist.json",):
+            if (path / name).is_file():
+                return "datalist"
+        raise M2CofsError(
+            "no file names match a known layout (BraTS 2018-2021 <id>_t1ce.nii.gz, BraTS 2023 <id>-t1c.nii.gz, "
+            "Decathlon dataset.json, MRBrainS13 T1.nii); describe the cases in a datalist JSON",
+            path,
+        )
+    return best
+
+
+def discover(path: str | os.PathLike, format: str = "auto") -> DatasetSpec:
+    """Find the cases under ``path`` (a dataset folder, one case folder, or a JSON file)."""
+    path = Path(path)
+    if format not in FORMATS:
+        raise M2CofsError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    fmt = detect_format(path) if format == "auto" else format
+    if not path.exists():
+        raise M2CofsError("no such file or folder", path)
+    if fmt == "datalist":
+        json_path = path if path.is_file() else path / "datalist.json"
+        spec = _discover_datalist(json_path)
+    elif fmt == "msd":
+        json_path = path if path.is_file() else path / "dataset.json"
+        spec = _discover_msd(json_path)
+    else:
+        if path.is_file():
+            raise M2CofsError(f"the {fmt} layout needs a folder, not a file", path)
+        spec = _discover_by_name(path, fmt)
+    if not spec.cases:
+        raise M2CofsError(f"no cases found in the {fmt} layout", path)
+    _check_unique_ids(spec)
+    return spec
+
+
+def _check_unique_ids(spec: DatasetSpec) -> None:
+    seen: dict[str, CaseSpec] = {}
+    for case in spec.cases:
+        if case.id in seen:
+            a = next(iter(seen[case.id].images.values()), None)
+            b = next(iter(case.images.values()), None)
+            raise M2CofsError(f"duplicate case id {case.id!r} ({a} and {b})", spec.root)
+        seen[case.id] = case
+
+
+def _discover_by_name(root: Path, fmt: str) -> DatasetSpec:
+    parser = _PARSERS[fmt]
+    groups: dict[tuple[Path, str], dict[str, list[Path]]] = {}
+    unmatched: dict[Path, list[Path]] = {}
+    for f in _walk_nifti(root):
+        parsed = parser(f, strip_nifti_suffix(f.name))
+        if parsed is None:
+            unmatched.setdefault(f.parent, []).append(f)
+            continue
+        cid, role = parsed
+        groups.setdefault((f.parent, cid), {}).setdefault(role, []).append(f)
+    cases: list[CaseSpec] = []
+    for (folder, cid), roles in sorted(groups.items(), key=lambda kv: (kv[0][1], str(kv[0][0]))):
+        notes: list[str] = []
+        images: dict[str, ImageRef] = {}
+        label = mask = None
+        for role, files in sorted(roles.items()):
+            files = _prefer_gz(files)
+            if len(files) > 1:
+                raise M2CofsError(f"case {cid!r} has {len(files)} files for {role}: "
+                                  + ", ".join(f.name for f in files), folder)
+            f = files[0]
+            if role == "label":
+                label = f
+            elif role == "label9":
+                continue
+            elif role == "mask":
+                mask = f
+            else:
+                images[role] = ImageRef(f)
+        if label is None and "label9" in roles:
+            label = _prefer_gz(roles["label9"])[0]
+        if fmt == "mrbrains" and "label" in roles and "label9" in roles:
+            notes.append(f"ignored {roles['label9'][0].name} (using {label.name})")
+        for extra in unmatched.pop(folder, []):
+            notes.append(f"ignored extra file {extra.name}")
+        if not images:
+            notes.append("no image files")
+        cases.append(CaseSpec(cid, images, label, mask, notes, fmt))
+    ds_notes = [f"ignored {len(v)} file(s) in {k} that match no case" for k, v in unmatched.items()]
+    return DatasetSpec(root, fmt, cases, ds_notes)
+
+
+def _prefer_gz(files: list[Path]) -> list[Path]:
+    """Where both ``x.nii`` and ``x.nii.gz`` exist, keep one (the compressed)."""
+    stems = {}
+    for f in files:
+        stems.setdefault(strip_nifti_suffix(f.name), []).append(f)
+    return [sorted(v, key=lambda p: not p.name.lower().endswith(".gz"))[0] for v in stems.values()]
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise M2CofsError("is not a UTF-8 text (JSON) file", path) from None
+    except json.JSONDecodeError as exc:
+        raise M2CofsError(f"is not valid JSON ({exc.msg} at line {exc.lineno})", path) from None
+    except OSError as exc:
+        raise M2CofsError(f"cannot be read ({exc.strerror})", path) from None
+
+
+def _resolve_inside(base: Path, rel: str, json_path: Path, what: str) -> Path:
+    """Resolve ``rel`` against ``base``; refuse paths that escape ``base`` (e.g. ``../``)."""
+    if not isinstance(rel, str) or not rel:
+        raise M2CofsError(f"{what}: expected a file path, got {rel!r}", json_path)
+    p = Path(rel)
+    if p.is_absolute():
+        raise M2CofsError(f"{what}: absolute path {rel!r} is not allowed; use a path relative to the JSON file", json_path)
+    # Lexical check: a path may not climb out of the folder with "..". (Symbolic links inside the
+    # folder are the user's own choice and are followed.)
+    if os.path.normpath(p).split(os.sep)[0] == os.pardir:
+        raise M2CofsError(f"{what}: path {rel!r} escapes the datalist's folder", json_path)
+    return base / p
+
+
+def _discover_datalist(json_path: Path) -> DatasetSpec:
+    obj = _read_json(json_path)
+    if isinstance(obj, dict):
+        for key in ("data", "training", "cases"):
+            if isinstance(obj.get(key), list):
+                obj = obj[key]
+                break
+    if not isinstance(obj, list):
+        raise M2CofsError('a datalist must be a JSON list of {"id": ..., <modality>: path, "label": path}', json_path)
+    base = json_path.parent
+    cases = []
+    for i, entry in enumerate(obj):
+        where = f"entry {i}"
+        if not isinstance(entry, dict):
+            raise M2CofsError(f"{where} is not an object", json_path)
+        cid = entry.get("id")
+        if not isinstance(cid, str) or not cid.strip():
+            raise M2CofsError(f'{where} has no "id" string', json_path)
+        images: dict[str, ImageRef] = {}
+        label = mask = None
+        notes = []
+        for key, value in entry.items():
+            k = key.lower()
+            if k == "id":
+                continue
+            if k in ("label", "seg"):
+                label = _resolve_inside(base, value, json_path, f"{cid} {key}")
+            elif k in ("mask", "brainmask"):
+                mask = _resolve_inside(base, value, json_path, f"{cid} {key}")
+            else:
+                canon = normalize_modality(key)
+                if canon is None:
+                    notes.append(f"ignored unknown key {key!r}")
+                    continue
+                if canon in images:
+                    raise M2CofsError(f"{cid}: modality {canon} given twice ({key!r})", json_path)
+                images[canon] = ImageRef(_resolve_inside(base, value, json_path, f"{cid} {key}"))
+        cases.append(CaseSpec(cid.strip(), images, label, mask, notes, "datalist"))
+    return DatasetSpec(json_path, "datalist", cases)
+
+
+def _discover_msd(json_path: Path) -> DatasetSpec:
+    obj = _read_json(json_path)
+    if not isinstance(obj, dict) or not isinstance(obj.get("modality"), dict):
+        raise M2CofsError('not a Decathlon dataset.json (no "modality" mapping)', json_path)
+    channels: dict[str, int] = {}
+    for idx, name in obj["modality"].items():
+        canon = normalize_modality(str(name))
+        if canon is None:
+            raise M2CofsError(f"unknown modality {name!r} in dataset.json", json_path)
+        channels[canon] = int(idx)
+    base = json_path.parent
+    cases = []
+    entries = [(e, True) for e in obj.get("training", [])]
+    entries += [({"image": e} if isinstance(e, str) else e, False) for e in obj.get("test", [])]
+    for entry, has_label in entries:
+        if not isinstance(entry, dict) or "image" not in entry:
+            raise M2CofsError("a training/test entry has no image", json_path)
+        img = _resolve_inside(base, entry["image"], json_path, "image")
+        stem = strip_nifti_suffix(img.name) or img.stem
+        label = _resolve_inside(base, entry["label"], json_path, "label") if has_label and entry.get("label") else None
+        images = {m: ImageRef(img, c) for m, c in sorted(channels.items(), key=lambda kv: kv[1])}
+        cases.append(CaseSpec(stem, images, label, None, [], "msd"))
+    return DatasetSpec(json_path, "msd", cases)

@@ -1,0 +1,66 @@
+"""Shared fixtures.
+
+Real-data tests read the MRI cases in ``../shared/data`` (override with ``M2COFS_SHARED_DATA``).
+They are skipped where that folder is absent, unless ``M2COFS_REQUIRE_REAL_DATA=1`` (set by
+``.ci/run``), which turns the skip into a failure so CI can never pass without them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    return Path(os.environ.get("M2COFS_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The folder of real MRI cases; skip (or fail under CI) when it is missing."""
+    d = shared_data_dir()
+    if not (d / "brats2013").is_dir() or not (d / "tcga").is_dir():
+        msg = f"real MRI data not found at {d}"
+        if os.environ.get("M2COFS_REQUIRE_REAL_DATA") == "1":
+            pytest.fail(msg + " (M2COFS_REQUIRE_REAL_DATA=1: CI must have ../shared/data)")
+        pytest.skip(msg)
+    return d
+
+
+def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(data), np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+def make_case(root: Path, cid: str, modalities=("t1ce", "flair"), shape=(20, 22, 18), affine=None,
+              seed: int = 0, label_values=(0, 1, 2, 4), sep: str = "_", names: dict | None = None,
+              with_label: bool = True) -> Path:
+    """Write a small random case in a BraTS-style layout; returns its folder."""
+    rng = np.random.default_rng(seed)
+    folder = root / cid
+    names = names or {}
+    for m in modalities:
+        vol = np.zeros(shape, np.float32)
+        vol[2:-2, 2:-2, 2:-2] = rng.uniform(10, 100, size=tuple(s - 4 for s in shape))
+        write_nifti(folder / f"{cid}{sep}{names.get(m, m)}.nii.gz", vol, affine)
+    if with_label:
+        lab = np.zeros(shape, np.uint8)
+        for i, v in enumerate(label_values[1:]):  # one 3x4x4 block per label value, side by side
+            lab[2 + 3 * i: 5 + 3 * i, 5:9, 5:9] = v
+        write_nifti(folder / f"{cid}{sep}seg.nii.gz", lab, affine)
+    return folder
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    for i in range(3):
+        make_case(root, f"case{i}", seed=i)
+    return root

@@ -1,0 +1,183 @@
+"""Discovery of cases in every supported layout, modality names and label conventions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import make_case, write_nifti
+
+from m2cofs.data import MultiModalDataset, discover, resolve_convention
+from m2cofs.data.labels import (
+    CONVENTIONS,
+    infer_convention,
+    labels_to_regions,
+    regions_to_labels,
+)
+from m2cofs.data.layouts import detect_format
+from m2cofs.data.modalities import normalize_modality, parse_modality_list
+from m2cofs.errors import M2CofsError
+
+
+@pytest.mark.parametrize("alias,canon", [("t1ce", "t1ce"), ("T1c", "t1ce"), ("T1Gd", "t1ce"), ("t1-gd", "t1ce"),
+                                         ("flair", "flair"), ("t2f", "flair"), ("T2_FLAIR", "flair"),
+                                         ("t1n", "t1"), ("T1w", "t1"), ("t2w", "t2"), ("T1_IR", "t1_ir")])
+def test_modality_aliases(alias, canon):
+    assert normalize_modality(alias) == canon
+
+
+def test_modality_list_errors():
+    assert parse_modality_list("t1c, t2f") == ["t1ce", "flair"]
+    with pytest.raises(ValueError, match="unknown modality 'dwi'"):
+        parse_modality_list("t1,dwi")
+    with pytest.raises(ValueError, match="twice"):
+        parse_modality_list("t1ce,t1c")
+
+
+def test_brats2021_layout(tmp_path):
+    root = tmp_path / "d"
+    make_case(root, "BraTS2021_00001", modalities=("t1", "t1ce", "t2", "flair"))
+    make_case(root, "BraTS2021_00002", modalities=("t1", "t1ce", "t2", "flair"))
+    write_nifti(root / "BraTS2021_00001" / "BraTS2021_00001_brainmask.nii.gz", np.ones((20, 22, 18), np.uint8))
+    (root / "BraTS2021_00001" / "notes.txt").write_text("x")
+    write_nifti(root / "BraTS2021_00001" / "BraTS2021_00001_dwi.nii.gz", np.ones((20, 22, 18)))
+    spec = discover(root)
+    assert spec.format == "brats2021"
+    assert spec.ids == ["BraTS2021_00001", "BraTS2021_00002"]
+    c = spec.cases[0]
+    assert set(c.images) == {"t1", "t1ce", "t2", "flair"}
+    assert c.mask is not None and c.mask.name.endswith("_brainmask.nii.gz")
+    assert c.label.name == "BraTS2021_00001_seg.nii.gz"
+    assert any("dwi" in n for n in c.notes)  # extra file: a note, not an error
+
+
+def test_brats2023_layout(tmp_path):
+    root = tmp_path / "d"
+    names = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f"}
+    make_case(root, "BraTS-GLI-00000-000", modalities=("t1", "t1ce", "t2", "flair"), sep="-", names=names,
+              label_values=(0, 1, 2, 3))
+    spec = discover(root)
+    assert spec.format == "brats2023"
+    assert set(spec.cases[0].images) == {"t1", "t1ce", "t2", "flair"}
+    conv, reason = resolve_convention(spec)
+    assert conv.name == "brats2023" and "2023" in reason
+
+
+def test_msd_layout(tmp_path):
+    root = tmp_path / "Task01_BrainTumour"
+    img = np.random.default_rng(0).uniform(1, 5, (12, 12, 10, 4)).astype(np.float32)
+    write_nifti(root / "imagesTr" / "BRATS_001.nii.gz", img)
+    lab = np.zeros((12, 12, 10), np.uint8)
+    lab[4:8, 4:8, 4:6] = 1
+    lab[5:7, 5:7, 4:6] = 3
+    write_nifti(root / "labelsTr" / "BRATS_001.nii.gz", lab)
+    (root / "dataset.json").write_text(json.dumps({
+        "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
+        "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"},
+        "training": [{"image": "./imagesTr/BRATS_001.nii.gz", "label": "./labelsTr/BRATS_001.nii.gz"}],
+        "test": [],
+    }))
+    assert detect_format(root) == "msd"
+    ds = MultiModalDataset(root, modalities=["t1ce", "flair"], preprocess=None)
+    assert ds.convention.name == "msd"
+    item = ds[0]
+    np.testing.assert_allclose(item["image"][0], img[..., 2])  # t1gd is channel 2
+    np.testing.assert_allclose(item["image"][1], img[..., 0])  # FLAIR is channel 0
+
+
+def test_mrbrains_layout(tmp_path):
+    root = tmp_path / "TrainingData"
+    rng = np.random.default_rng(1)
+    for cid in ("1", "2"):
+        for name in ("T1", "T1_IR", "T2_FLAIR", "T1_1mm"):
+            write_nifti(root / cid / f"{name}.nii", rng.uniform(1, 9, (16, 16, 8)).astype(np.float32))
+        lab = rng.integers(0, 4, (16, 16, 8)).astype(np.uint8)
+        write_nifti(root / cid / "LabelsForTesting.nii", lab)
+        write_nifti(root / cid / "LabelsForTraining.nii", rng.integers(0, 9, (16, 16, 8)).astype(np.uint8))
+    spec = discover(tmp_path)
+    assert spec.format == "mrbrains"
+    assert spec.ids == ["1", "2"]
+    assert set(spec.cases[0].images) == {"t1", "t1_ir", "flair"}
+    assert spec.cases[0].label.name == "LabelsForTesting.nii"
+    conv, _ = resolve_convention(spec)
+    assert conv.name == "mrbrains"
+    assert list(conv.regions) == ["CSF", "GM", "WM"]
+
+
+def test_datalist_with_other_names(tmp_path):
+    root = tmp_path / "any"
+    rng = np.random.default_rng(2)
+    for cid in ("p1", "p2"):
+        write_nifti(root / "scans" / f"{cid}_contrast.nii.gz", rng.uniform(1, 9, (10, 10, 10)).astype(np.float32))
+        write_nifti(root / "scans" / f"{cid}_fl.nii.gz", rng.uniform(1, 9, (10, 10, 10)).astype(np.float32))
+        lab = np.zeros((10, 10, 10), np.uint8)
+        lab[3:6, 3:6, 3:6] = 2
+        lab[4, 4, 4] = 4
+        write_nifti(root / "gt" / f"{cid}.nii.gz", lab)
+    dl = [{"id": c, "T1Gd": f"scans/{c}_contrast.nii.gz", "FLAIR": f"scans/{c}_fl.nii.gz", "label": f"gt/{c}.nii.gz"}
+          for c in ("p1", "p2")]
+    (root / "datalist.json").write_text(json.dumps(dl))
+    for target in (root / "datalist.json", root):
+        spec = discover(target)
+        assert spec.format == "datalist"
+        assert spec.ids == ["p1", "p2"]
+        assert set(spec.cases[0].images) == {"t1ce", "flair"}
+    conv, _ = resolve_convention(spec)
+    assert conv.name == "brats2017"
+
+
+def test_datalist_refuses_escaping_paths(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "list.json").write_text(json.dumps([{"id": "a", "t1": "../x.nii.gz", "flair": "y.nii.gz"}]))
+    with pytest.raises(M2CofsError, match="escapes the datalist's folder"):
+        discover(tmp_path / "d" / "list.json")
+
+
+def test_duplicate_ids_refused(tmp_path):
+    make_case(tmp_path / "a", "case1")
+    make_case(tmp_path / "b", "case1")
+    with pytest.raises(M2CofsError, match="duplicate case id 'case1'"):
+        discover(tmp_path)
+
+
+@pytest.mark.parametrize("values,naming,expected", [
+    ({0, 1, 2, 3, 4}, None, "brats2013"),
+    ({0, 2, 3, 4}, "brats2023", "brats2013"),
+    ({0, 1, 2, 4}, None, "brats2017"),
+    ({0, 4}, None, "brats2017"),
+    ({0, 1, 2, 3}, "brats2023", "brats2023"),
+    ({0, 1, 2, 3}, None, None),
+    ({0, 1, 2}, None, None),
+    ({0}, None, None),
+    ({0, 1, 2, 3}, "mrbrains", "mrbrains"),
+    ({0, 5, 6}, "mrbrains", "mrbrains9"),
+])
+def test_infer_convention(values, naming, expected):
+    assert infer_convention(values, naming)[0] == expected
+
+
+def test_undecidable_convention_asks_for_labels(tmp_path):
+    make_case(tmp_path, "c1", label_values=(0, 1, 2))
+    with pytest.raises(M2CofsError, match="pass --labels"):
+        resolve_convention(discover(tmp_path))
+    assert resolve_convention(discover(tmp_path), "brats2017")[0].name == "brats2017"
+
+
+@pytest.mark.parametrize("name", ["brats2013", "brats2017", "brats2023", "msd"])
+def test_regions_round_trip_brats(name):
+    conv = CONVENTIONS[name]
+    lab = np.array(sorted(conv.values), dtype=np.int16).reshape(-1, 1, 1)
+    regions = labels_to_regions(lab, conv)
+    assert list(conv.regions) == ["ET", "TC", "WT"]
+    # nested: ET ⊂ TC ⊂ WT
+    assert np.all(regions[0] <= regions[1]) and np.all(regions[1] <= regions[2])
+    back = regions_to_labels(regions.astype(np.float32), conv)
+    # decoding keeps every region exactly (labels that share a region's role may merge, e.g. 2013's 3 → 1)
+    np.testing.assert_array_equal(labels_to_regions(back, conv), regions)
+
+
+def test_regions_to_labels_tissue_argmax():
+    conv = CONVENTIONS["mrbrains"]
+    probs = np.array([[0.9, 0.2, 0.1], [0.6, 0.7, 0.2], [0.1, 0.3, 0.4]], dtype=np.float32).T.reshape(3, 3, 1, 1)
+    np.testing.assert_array_equal(regions_to_labels(probs, conv).ravel(), [1, 2, 0])

@@ -1,0 +1,178 @@
+"""Loading and checking cases: every bad input gives a one-line error naming the file."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import make_case, write_nifti
+
+from m2cofs.cli import main
+from m2cofs.data import MultiModalDataset, discover, load_case
+
+
+def _snapshot(root):
+    return sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*"))
+
+
+def run_check(root, capsys, *extra):
+    before = _snapshot(root) if root.exists() else None
+    code = main(["data", "check", str(root), *extra])
+    out = capsys.readouterr()
+    if before is not None:
+        assert _snapshot(root) == before, "data check must not write anything"
+    return code, out.out, out.err
+
+
+def test_check_good_dataset(tiny_dataset, capsys):
+    code, out, err = run_check(tiny_dataset, capsys)
+    assert code == 0, err
+    assert "labels brats2017" in out and "3 case(s)" in out
+    rows = [line for line in out.splitlines() if line.startswith("case")]
+    assert len(rows) == 3
+    assert "t1ce,flair" in rows[0] and "20x22x18" in rows[0] and "ok" in rows[0]
+
+
+# Each bad input: (how to make it, text the error must contain, exit code).
+def _missing_modality(root):
+    make_case(root, "good", modalities=("t1ce", "flair"))
+    make_case(root, "bad", modalities=("t1ce",))
+    return root / "bad", "no flair image"
+
+
+def _truncated(root):
+    folder = make_case(root, "bad")
+    f = folder / "bad_flair.nii.gz"
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) // 2])
+    return f, "truncated or corrupt"
+
+
+def _not_gzip(root):
+    folder = make_case(root, "bad")
+    f = folder / "bad_flair.nii.gz"
+    f.write_bytes(b"this is not gzip at all" * 20)
+    return f, "not"
+
+
+def _not_nifti(root):
+    folder = make_case(root, "bad")
+    f = folder / "bad_flair.nii.gz"
+    with gzip.open(f, "wb") as fh:
+        fh.write(b"\x00" * 400)
+    return f, "not a NIfTI file"
+
+
+def _nan(root):
+    folder = make_case(root, "bad")
+    v = np.ones((20, 22, 18), np.float32)
+    v[3, 3, 3] = np.nan
+    v[4, 4, 4] = np.inf
+    write_nifti(folder / "bad_flair.nii.gz", v)
+    return folder / "bad_flair.nii.gz", "2 NaN/Inf voxel(s)"
+
+
+def _all_zero(root):
+    folder = make_case(root, "bad")
+    write_nifti(folder / "bad_t1ce.nii.gz", np.zeros((20, 22, 18), np.float32))
+    return folder / "bad_t1ce.nii.gz", "all-zero volume"
+
+
+def _four_d(root):
+    folder = make_case(root, "bad")
+    write_nifti(folder / "bad_t1ce.nii.gz", np.ones((20, 22, 18, 3), np.float32))
+    return folder / "bad_t1ce.nii.gz", "4-D with shape (20, 22, 18, 3), expected a 3-D volume"
+
+
+def _shape_mismatch(root):
+    folder = make_case(root, "bad")
+    write_nifti(folder / "bad_t1ce.nii.gz", np.ones((20, 22, 17), np.float32) + np.arange(17))
+    return folder, "bad_flair.nii.gz is on grid (20, 22, 18)"
+
+
+def _affine_mismatch(root):
+    folder = make_case(root, "bad")
+    aff = np.diag([1.0, 1.0, 2.0, 1.0])
+    img = nib.load(str(folder / "bad_flair.nii.gz"))
+    write_nifti(folder / "bad_flair.nii.gz", np.asarray(img.dataobj), aff)
+    return folder, "--resample-to"
+
+
+def _bad_labels(root):
+    make_case(root, "bad", label_values=(0, 7, 2, 4))
+    return root / "bad" / "bad_seg.nii.gz", "label values [7] are not in the brats2017 convention"
+
+
+def _empty(root):
+    root.mkdir(parents=True)
+    return root, "empty"
+
+
+@pytest.mark.parametrize("maker", [_missing_modality, _truncated, _not_gzip, _not_nifti, _nan, _all_zero, _four_d,
+                                   _shape_mismatch, _affine_mismatch, _bad_labels, _empty])
+def test_bad_input_named_and_nonzero(tmp_path, capsys, maker):
+    root = tmp_path / "data"
+    where, text = maker(root)
+    extra = ["--labels", "brats2017"] if maker is _bad_labels else []
+    code, out, err = run_check(root, capsys, *extra)
+    assert code != 0
+    msg = out + err
+    assert text in msg, msg
+    assert str(where) in msg or where.name in msg, msg
+    # the failing case's problem is reported on one line
+    line = next(line for line in msg.splitlines() if text in line)
+    assert where.name in line
+
+
+def test_label_outside_auto_convention_fails(tmp_path, capsys):
+    make_case(tmp_path / "d", "a", label_values=(0, 1, 2, 3, 4))
+    make_case(tmp_path / "d", "b", label_values=(0, 1, 2, 5))
+    code, out, err = run_check(tmp_path / "d", capsys)
+    assert code == 1 and "label values [5] are not in the brats2013 convention" in out
+
+
+def test_resample_to_aligns_grids(tmp_path):
+    folder = make_case(tmp_path, "c", shape=(20, 20, 20))
+    # FLAIR at 2 mm on a 10³ grid covering the same field of view
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    aff[:3, 3] = 0.5
+    write_nifti(folder / "c_flair.nii.gz", np.arange(1000, dtype=np.float32).reshape(10, 10, 10), aff)
+    spec = discover(tmp_path).cases[0]
+    case = load_case(spec, ["t1ce", "flair"], resample_to="t1ce")
+    assert case.images.shape == (2, 20, 20, 20)
+    assert any("resampled flair" in n for n in case.notes)
+    # voxel (2,2,2) of the 1 mm grid is at world 2 mm = flair voxel 0.75 → interpolated between 0 and 111
+    assert 0 < case.images[1, 2, 2, 2] < 111
+
+
+def test_cli_format_and_labels_flags(tiny_dataset, capsys):
+    code, out, err = run_check(tiny_dataset, capsys, "--format", "brats2023")
+    assert code == 2 and "no cases found" in err
+    code, out, err = run_check(tiny_dataset, capsys, "--modalities", "flair,t1c", "--labels", "brats2013")
+    assert code == 0 and "labels brats2013 (given with --labels)" in out
+
+
+def test_dataset_yields_channel_first_float32(tiny_dataset, tmp_path):
+    ds = MultiModalDataset(tiny_dataset, modalities=["flair", "t1ce"], cache_dir=tmp_path / "cache")
+    assert len(ds) == 3 and ds.ids == ["case0", "case1", "case2"]
+    item = ds[1]
+    assert item["image"].dtype == np.float32 and item["image"].shape[0] == 2
+    assert 0.0 <= item["image"].min() and item["image"].max() <= 1.0
+    assert item["meta"].original_shape == [20, 22, 18]
+    assert item["meta"].modalities == ["flair", "t1ce"]
+    assert item["label"].dtype == np.int16
+    # the cache is written once and reused
+    files = sorted(os.listdir(tmp_path / "cache"))
+    assert len(files) == 1
+    mtime = (tmp_path / "cache" / files[0]).stat().st_mtime_ns
+    again = ds[1]
+    assert (tmp_path / "cache" / files[0]).stat().st_mtime_ns == mtime
+    np.testing.assert_array_equal(again["image"], item["image"])
+    # changing an input file invalidates the entry
+    shutil.copy(tiny_dataset / "case0" / "case0_flair.nii.gz", tiny_dataset / "case1" / "case1_flair.nii.gz")
+    ds[1]
+    assert len(os.listdir(tmp_path / "cache")) == 2
