@@ -92,13 +92,13 @@ def dataset_modalities(spec: DatasetSpec) -> list[str]:
 
 
 def _prepare_one(args) -> PreparedCase:
-    spec, modalities, convention, resample_to, cfg, cache_path = args
+    spec, modalities, convention, resample_to, cfg, cache_path, load_labels = args
     if cache_path is not None and cache_path.exists():
         try:
             return load_prepared(cache_path)
         except M2CofsError:
             pass  # stale or broken entry: rebuild it
-    case = load_case(spec, modalities, convention, resample_to)
+    case = load_case(spec, modalities, convention, resample_to, load_label=load_labels)
     prepared = preprocess_case(case, cfg)
     if cache_path is not None:
         save_prepared(cache_path, prepared)
@@ -117,6 +117,7 @@ class MultiModalDataset:
         preprocess: preprocessing settings; ``None`` yields the raw arrays (original grid).
         cache_dir: where preprocessed cases are cached (``None``: no cache).
         ids: keep only these case ids (in this order).
+        load_labels: ``False`` ignores label files (e.g. for prediction).
 
     Items are dicts: ``id``, ``image`` (C, X, Y, Z) float32, ``mask`` (X, Y, Z) bool, ``label``
     (X, Y, Z) int16 in the dataset's own values or ``None``, ``modalities``, ``meta``
@@ -133,15 +134,20 @@ class MultiModalDataset:
         preprocess: PreprocessConfig | None = PreprocessConfig(),
         cache_dir: str | os.PathLike | None = None,
         ids: Sequence[str] | None = None,
+        load_labels: bool = True,
     ):
         self.spec = discover(root, format)
+        self.load_labels = load_labels
         if ids is not None:
             by_id = {c.id: c for c in self.spec.cases}
             unknown = [i for i in ids if i not in by_id]
             if unknown:
                 raise M2CofsError(f"no case with id {', '.join(unknown)}", root)
             self.spec = DatasetSpec(self.spec.root, self.spec.format, [by_id[i] for i in ids], self.spec.notes)
-        self.convention, self.convention_reason = resolve_convention(self.spec, labels)
+        if load_labels:
+            self.convention, self.convention_reason = resolve_convention(self.spec, labels)
+        else:
+            self.convention, self.convention_reason = CONVENTIONS["none"], "labels not used"
         if modalities is None:
             modalities = dataset_modalities(self.spec)
             if not modalities:
@@ -168,13 +174,14 @@ class MultiModalDataset:
 
     def load_raw(self, index: int) -> Case:
         """The case on its original grid, checked, without preprocessing."""
-        return load_case(self.spec.cases[index], self.modalities, self.convention, self.resample_to)
+        return load_case(self.spec.cases[index], self.modalities, self.convention, self.resample_to,
+                         load_label=self.load_labels)
 
     def _cache_path(self, spec: CaseSpec) -> Path | None:
         if self.cache_dir is None or self.preprocess is None:
             return None
         files = {m: str(spec.images[m]) for m in self.modalities if m in spec.images}
-        if spec.label is not None:
+        if spec.label is not None and self.load_labels:
             files["label"] = str(spec.label)
         if spec.mask is not None:
             files["mask"] = str(spec.mask)
@@ -188,14 +195,14 @@ class MultiModalDataset:
             raise ValueError("this dataset was made with preprocess=None; use load_raw()")
         spec = self.spec.cases[index]
         return _prepare_one((spec, self.modalities, self.convention, self.resample_to, self.preprocess,
-                             self._cache_path(spec)))
+                             self._cache_path(spec), self.load_labels))
 
     def prepare_all(self, workers: int = 1, progress: bool = False) -> list[PreparedCase]:
         """Preprocess every case (in ``workers`` processes), filling the cache; returns them all."""
         if self.preprocess is None:
             raise ValueError("this dataset was made with preprocess=None")
-        jobs = [(c, self.modalities, self.convention, self.resample_to, self.preprocess, self._cache_path(c))
-                for c in self.spec.cases]
+        jobs = [(c, self.modalities, self.convention, self.resample_to, self.preprocess, self._cache_path(c),
+                 self.load_labels) for c in self.spec.cases]
         if workers <= 1 or len(jobs) <= 1:
             it: Iterator[PreparedCase] = map(_prepare_one, jobs)
             if progress:

@@ -1,0 +1,102 @@
+"""Model files: safetensors weights + a JSON sidecar, never pickles.
+
+``unified.ckpt`` is a safetensors file (tensors only: loading it cannot run code). Beside it,
+``unified.ckpt.json`` records what the weights are for — preset and configuration, input
+modalities, label convention and regions, preprocessing, m2cofs version — and the file's
+SHA-256. :func:`load_model_file` refuses a file that is not safetensors (a pickle, say), a
+missing or mismatched sidecar, and a checksum that does not match, each with a clear error.
+The same metadata is also embedded in the safetensors header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from m2cofs import __version__
+from m2cofs.errors import M2CofsError
+from m2cofs.io import atomic_write_json, atomic_write_with
+
+FORMAT = "m2cofs-model"
+
+
+def sidecar_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Write tensors as safetensors, atomically."""
+    clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write_with(path, lambda tmp: save_file(clean, str(tmp), metadata=metadata))
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file; anything else (e.g. a pickle) is refused without being executed."""
+    if not Path(path).is_file():
+        raise M2CofsError("file not found", path)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        head = Path(path).read_bytes()[:2]
+        kind = " (it looks like a pickle / torch.save file, which m2cofs never loads)" if head[:1] == b"\x80" or head == b"PK" else ""
+        raise M2CofsError(f"is not a safetensors weight file{kind}: {str(exc).splitlines()[0][:100]}", path) from None
+
+
+def save_model_file(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+    """Write ``path`` (safetensors) and its JSON sidecar with the checksum. Returns ``path``."""
+    path = Path(path)
+    meta = {"format": FORMAT, "version": __version__, **meta}
+    save_tensors(path, tensors, {"m2cofs": json.dumps(meta, sort_keys=True)})
+    atomic_write_json(sidecar_path(path), {**meta, "sha256": sha256_file(path)})
+    return path
+
+
+def read_sidecar(path: str | Path) -> dict[str, Any]:
+    """The sidecar of a model file, checked against the file's checksum."""
+    path = Path(path)
+    side = sidecar_path(path)
+    if not path.is_file():
+        raise M2CofsError("model file not found", path)
+    if not side.is_file():
+        raise M2CofsError(f"has no sidecar {side.name}: cannot tell what the weights are for", path)
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise M2CofsError(f"unreadable sidecar ({exc})", side) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise M2CofsError("is not an m2cofs model sidecar", side)
+    if meta.get("sha256") != sha256_file(path):
+        raise M2CofsError(f"checksum does not match {side.name}: the weights were changed or the sidecar belongs to another file", path)
+    return meta
+
+
+def load_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and metadata of a model file written by :func:`save_model_file`."""
+    path = Path(path)
+    meta = read_sidecar(path)
+    tensors = load_tensors(path)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        embedded = (fh.metadata() or {}).get("m2cofs")
+    if embedded is not None:
+        emb = json.loads(embedded)
+        side = {k: v for k, v in meta.items() if k != "sha256"}
+        if emb != side:
+            raise M2CofsError(f"metadata embedded in the weights does not match {sidecar_path(path).name}", path)
+    return tensors, meta

@@ -1,0 +1,95 @@
+"""``m2cofs predict --model RUN/unified.ckpt --input DATA_OR_CASE --out OUT``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from m2cofs.commands._common import resample_arg
+from m2cofs.data.labels import CONVENTION_CHOICES
+from m2cofs.data.layouts import FORMATS
+from m2cofs.errors import M2CofsError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "predict", help="fuse and segment cases with a trained model",
+        description="One pass of the unified model per case: writes OUT/<id>/<id>_fused.nii.gz and "
+                    "OUT/<id>/<id>_seg.nii.gz on the input's grid with its affine, and a PNG preview.")
+    p.add_argument("--model", required=True, help="model file, e.g. RUN/unified.ckpt")
+    p.add_argument("--input", required=True, metavar="DATA_OR_CASE", help="dataset, case folder or datalist JSON")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", default="auto", choices=FORMATS, help="input layout (default auto)")
+    p.add_argument("--labels", default=None, choices=[c for c in CONVENTION_CHOICES if c != "auto"],
+                   help="label convention of the written segmentation (default: the model's)")
+    p.add_argument("--resample-to", default=None, metavar="MODALITY", help="resample each case onto this modality's grid")
+    p.add_argument("--ids", default=None, help="only these case ids (comma-separated)")
+    pp = p.add_mutually_exclusive_group()
+    pp.add_argument("--postprocess", dest="postprocess", action="store_true", default=None,
+                    help="remove small components / keep the largest whole tumour (default: the model's setting)")
+    pp.add_argument("--no-postprocess", dest="postprocess", action="store_false")
+    p.add_argument("--no-preview", action="store_true", help="skip the PNG previews")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs in OUT")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm.auto import tqdm
+
+    from m2cofs.data.dataset import MultiModalDataset
+    from m2cofs.data.labels import get_convention
+    from m2cofs.data.preprocess import PreprocessConfig, restore
+    from m2cofs.inference import load_model, predict_case
+    from m2cofs.io import atomic_write_json, save_nifti
+    from m2cofs.training.pipeline import check_output_folder
+
+    out = Path(args.out)
+    check_output_folder(out, Path(args.input))
+    device = "cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+    model = load_model(args.model, device)
+    pre = PreprocessConfig.from_dict(model.meta["preprocessing"])
+    ids = [i.strip() for i in args.ids.split(",")] if args.ids else None
+    ds = MultiModalDataset(args.input, args.format, modalities=model.modalities, resample_to=resample_arg(args.resample_to),
+                           preprocess=pre, ids=ids, load_labels=False)
+    conv = get_convention(args.labels) if args.labels else model.convention
+    existing = [cid for cid in ds.ids if (out / cid).exists()]
+    if existing and not args.overwrite:
+        raise M2CofsError(f"already holds outputs for {', '.join(existing[:3])}{'...' if len(existing) > 3 else ''}; "
+                          "pass --overwrite to replace them", out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"model": str(Path(args.model).resolve()), "model_sha256": model.meta.get("sha256"),
+              "model_kind": model.meta.get("kind"), "modalities": model.modalities, "label_convention": conv.name,
+              "tasks": model.tasks, "postprocess": None, "cases": {}}
+    t0 = time.time()
+    for i in tqdm(range(len(ds)), desc="predict", unit="case"):
+        case = ds.prepared(i)
+        pred = predict_case(model, case, conv, device, args.postprocess)
+        folder = out / case.id
+        affine = case.meta.original_affine
+        header = case.meta.nifti_header()
+        import numpy as np
+
+        aff = np.array(affine)
+        if pred.fused is not None:
+            save_nifti(folder / f"{case.id}_fused.nii.gz", pred.fused, aff, header, dtype=np.float32)
+        if pred.label is not None:
+            save_nifti(folder / f"{case.id}_seg.nii.gz", pred.label, aff, header, dtype=np.uint8)
+            record["postprocess"] = pred.info.get("postprocess")
+        if not args.no_preview:
+            from m2cofs.reporting.previews import save_case_preview
+
+            sources = restore(case.image, case.meta, "image")
+            save_case_preview(folder / f"{case.id}_preview.png", dict(zip(model.modalities, sources)), pred.fused,
+                              pred.label, conv, title=f"{case.id} — {model.meta.get('kind', 'model')}", affine=aff)
+        record["cases"][case.id] = {"seconds": round(pred.seconds, 2), **pred.info}
+    record["seconds"] = round(time.time() - t0, 2)
+    if model.config.inference and record["postprocess"] is not None:
+        inf = model.config.inference
+        record["postprocess_settings"] = {"min_component_mm3": inf.min_component_mm3, "keep_largest_wt": inf.keep_largest_wt}
+    atomic_write_json(out / "predict.json", record)
+    print(f"wrote {len(ds)} case(s) to {out}")
+    return 0

@@ -1,0 +1,265 @@
+"""Run configuration: presets (``paper``, ``lite``) as YAML, overrides, validation.
+
+A configuration has four sections — ``model`` (part sizes), ``data`` (preprocessing, patches,
+batches), ``train`` (schedule, loss weights) and ``inference``. A preset is a complete YAML file
+in ``m2cofs/configs``; a user file (``--config``) and ``--set section.key=value`` overrides are
+merged on top. Unknown keys and out-of-range values are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from m2cofs.errors import M2CofsError
+from m2cofs.models.heads import seg_head_names
+from m2cofs.models.network import ModelConfig
+
+PRESETS = ("lite", "paper")
+STAGES = (0, 1, 2, 3)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    spacing: tuple[float, float, float] | None = None
+    intensity: str = "percentile"
+    patch_size: tuple[int, int, int] = (64, 64, 32)
+    batch_size: int = 2
+    samples_per_case: int = 4
+    foreground_ratio: float = 0.5
+    augment: bool = True
+    workers: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: str = "adamw"
+    lr: float = 3e-4
+    weight_decay: float = 1e-5
+    epochs: dict[str, int] = field(default_factory=lambda: {"stage0": 100, "stage1": 200, "stage2": 100, "stage3": 200})
+    alpha: float = 0.1
+    seg_loss: str = "dice"
+    si_lambda: float = 0.1
+    si_mu: float = 0.1
+    si_xi: float = 1e-3
+    eta: float = 2.0
+    gamma: float = 0.1
+    manifold: str = "geodesic"
+    knn_k: int = 5
+    g_hidden: int = 64
+    g_init: str = "mean"
+    stage2_train_heads: bool = False
+    stage3_si: bool = True
+    checkpoint_every: int = 50
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    overlap: float = 0.5
+    sw_batch_size: int = 2
+    postprocess: bool = True
+    min_component_mm3: float = 100.0
+    keep_largest_wt: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    preset: str
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+    inference: InferenceConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> "Config":
+        return _build(d, source)
+
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "inference": InferenceConfig}
+
+
+def _fail(source: str, key: str, problem: str) -> M2CofsError:
+    return M2CofsError(f"{key}: {problem}", source)
+
+
+def _coerce(cls, section: str, values: dict[str, Any], source: str):
+    if not isinstance(values, dict):
+        raise _fail(source, section, "must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise _fail(source, f"{section}.{unknown[0]}", f"unknown key (known: {', '.join(fields)})")
+    out = {}
+    for name, f in fields.items():
+        if name not in values:
+            continue
+        v = values[name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        key = f"{section}.{name}"
+        if isinstance(default, bool):
+            if not isinstance(v, bool):
+                raise _fail(source, key, f"expected true or false, got {v!r}")
+        elif isinstance(default, int) and not isinstance(default, bool):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise _fail(source, key, f"expected an integer, got {v!r}")
+        elif isinstance(default, float):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise _fail(source, key, f"expected a number, got {v!r}")
+            v = float(v)
+        elif isinstance(default, tuple) or name in ("spacing",):
+            if v is None and name == "spacing":
+                pass
+            elif not isinstance(v, (list, tuple)) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+                raise _fail(source, key, f"expected a list of numbers, got {v!r}")
+            else:
+                v = tuple(int(x) if isinstance(default, tuple) and default and isinstance(default[0], int) else float(x) for x in v)
+        elif isinstance(default, dict):
+            if not isinstance(v, dict):
+                raise _fail(source, key, "must be a mapping")
+            bad = sorted(set(v) - set(default))
+            if bad:
+                raise _fail(source, f"{key}.{bad[0]}", f"unknown key (known: {', '.join(default)})")
+            merged = dict(default)
+            for k2, v2 in v.items():
+                if isinstance(v2, bool) or not isinstance(v2, int):
+                    raise _fail(source, f"{key}.{k2}", f"expected an integer, got {v2!r}")
+                merged[k2] = v2
+            v = merged
+        elif isinstance(default, str):
+            if not isinstance(v, str):
+                raise _fail(source, key, f"expected a string, got {v!r}")
+        out[name] = v
+    return cls(**out)
+
+
+def _check_ranges(cfg: Config, source: str) -> None:
+    m, d, t, i = cfg.model, cfg.data, cfg.train, cfg.inference
+
+    def need(ok: bool, key: str, what: str):
+        if not ok:
+            raise _fail(source, key, what)
+
+    for k in ("feature_channels", "embed_dim", "window_size", "patch_embed", "fusion_growth", "fusion_channels",
+              "seg_feature_size", "seg_window_size"):
+        need(getattr(m, k) >= 1, f"model.{k}", "must be >= 1")
+    need(len(m.depths) == len(m.num_heads) and len(m.depths) >= 1, "model.depths", "needs one head count per stage")
+    need(all(m.embed_dim % h == 0 for h in m.num_heads), "model.num_heads", f"every head count must divide embed_dim {m.embed_dim}")
+    need(m.seg_head in seg_head_names(), "model.seg_head", f"unknown head {m.seg_head!r}; choose one of {', '.join(seg_head_names())}")
+    if m.seg_head == "swinunetr":
+        need(m.seg_feature_size % 12 == 0, "model.seg_feature_size", "must be a multiple of 12 for swinunetr")
+        need(len(m.seg_depths) == 4 and len(m.seg_num_heads) == 4, "model.seg_depths", "swinunetr needs 4 stages")
+    need(d.spacing is None or (len(d.spacing) == 3 and min(d.spacing) > 0), "data.spacing", "must be null or three positive numbers")
+    need(d.intensity in ("percentile", "minmax"), "data.intensity", "must be percentile or minmax")
+    need(len(d.patch_size) == 3 and min(d.patch_size) >= 8, "data.patch_size", "must be three sizes >= 8")
+    if m.seg_head == "swinunetr":
+        need(all(p % 32 == 0 for p in d.patch_size), "data.patch_size", "must be multiples of 32 for the swinunetr head")
+        need(sum(p // 32 > 1 for p in d.patch_size) >= 1, "data.patch_size", "is too small for swinunetr (use at least 64 on one axis)")
+    need(all(p % m.patch_embed == 0 for p in d.patch_size), "data.patch_size", f"must be divisible by model.patch_embed {m.patch_embed}")
+    need(d.batch_size >= 1, "data.batch_size", "must be >= 1")
+    need(d.samples_per_case >= 1, "data.samples_per_case", "must be >= 1")
+    need(0.0 <= d.foreground_ratio <= 1.0, "data.foreground_ratio", "must be between 0 and 1")
+    need(d.workers >= 0, "data.workers", "must be >= 0")
+    need(t.optimizer in ("adamw", "adam", "sgd"), "train.optimizer", "must be adamw, adam or sgd")
+    need(0 < t.lr < 1, "train.lr", "must be between 0 and 1")
+    need(t.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+    for k, v in t.epochs.items():
+        need(v >= 0, f"train.epochs.{k}", "must be >= 0")
+    for k in ("alpha", "si_lambda", "si_mu", "eta", "gamma"):
+        need(getattr(t, k) >= 0, f"train.{k}", "must be >= 0")
+    need(t.si_xi > 0, "train.si_xi", "must be > 0")
+    need(t.seg_loss in ("dice", "dicece"), "train.seg_loss", "must be dice or dicece")
+    need(t.manifold in ("geodesic", "euclidean"), "train.manifold", "must be geodesic or euclidean")
+    need(t.knn_k >= 1, "train.knn_k", "must be >= 1")
+    need(t.g_hidden >= 1, "train.g_hidden", "must be >= 1")
+    need(t.g_init in ("mean", "theta_f"), "train.g_init", "must be mean or theta_f")
+    need(t.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
+    need(0 <= i.overlap < 1, "inference.overlap", "must be in [0, 1)")
+    need(i.sw_batch_size >= 1, "inference.sw_batch_size", "must be >= 1")
+    need(i.min_component_mm3 >= 0, "inference.min_component_mm3", "must be >= 0")
+
+
+def _build(d: dict[str, Any], source: str) -> Config:
+    if not isinstance(d, dict):
+        raise M2CofsError("a configuration must be a YAML mapping", source)
+    unknown = sorted(set(d) - {"preset", *_SECTIONS})
+    if unknown:
+        raise _fail(source, unknown[0], f"unknown key (known: preset, {', '.join(_SECTIONS)})")
+    preset = d.get("preset", "custom")
+    if not isinstance(preset, str):
+        raise _fail(source, "preset", "must be a string")
+    parts = {name: _coerce(cls, name, d.get(name, {}) or {}, source) for name, cls in _SECTIONS.items()}
+    cfg = Config(preset=preset, **parts)
+    _check_ranges(cfg, source)
+    return cfg
+
+
+def preset_dict(name: str) -> dict[str, Any]:
+    """The raw YAML mapping of a preset."""
+    if name not in PRESETS:
+        raise M2CofsError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    text = resources.files("m2cofs.configs").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """``["train.lr=0.01", "train.epochs.stage1=5"]`` → nested mapping (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise M2CofsError(f"--set {item!r}: expected section.key=value")
+        key, value = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if len(parts) < 2:
+            raise M2CofsError(f"--set {item!r}: expected section.key=value")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise M2CofsError(f"--set {item!r}: cannot parse the value") from None
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = parsed
+    return out
+
+
+def load_config(preset: str = "lite", config_file: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Preset, then ``config_file`` (a partial or whole YAML), then ``--set`` overrides."""
+    d = preset_dict(preset)
+    source = f"preset {preset}"
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            user = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise M2CofsError(f"cannot be read ({exc.strerror})", path) from None
+        except yaml.YAMLError as exc:
+            raise M2CofsError(f"is not valid YAML ({str(exc).splitlines()[0]})", path) from None
+        if not isinstance(user, dict):
+            raise M2CofsError("a configuration must be a YAML mapping", path)
+        d = _deep_merge(d, user)
+        source = str(path)
+    if overrides:
+        d = _deep_merge(d, parse_set(overrides))
+        source = source + " with --set"
+    return _build(d, source)

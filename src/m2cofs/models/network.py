@@ -1,0 +1,110 @@
+"""The M²-CoFS network: encoders Φ → feature-fusion module F → fusion head ψ and segmentation
+head φ. One forward pass gives both outputs.
+
+Only F is unified across tasks. The training stages swap F's weights (θF, θS, θS→F, θF→S, θU)
+without rebuilding the network: :meth:`M2CoFSNet.forward` accepts ``fusion_params``, a mapping
+of F's parameter names to tensors, applied with :func:`torch.func.functional_call` — that is
+how Stage III runs F with the weights that the weight-generation network G writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from m2cofs.models.blocks import init_weights
+from m2cofs.models.encoder import ReconstructionDecoder, SwinEncoder
+from m2cofs.models.fusion_module import DenseFusion
+from m2cofs.models.heads import build_seg_head
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of every part (a preset's ``model`` section)."""
+
+    feature_channels: int = 16  # each encoder's output width (paper 16)
+    embed_dim: int = 48  # Swin embedding width (paper 48)
+    depths: tuple[int, ...] = (3, 3)
+    num_heads: tuple[int, ...] = (6, 6)
+    window_size: int = 7
+    patch_embed: int = 2
+    fusion_growth: int = 16  # F's dense growth rate (paper 16)
+    fusion_channels: int = 16  # F's output width (paper 16)
+    seg_head: str = "swinunetr"
+    seg_feature_size: int = 48
+    seg_depths: tuple[int, ...] = (2, 2, 2, 2)
+    seg_num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    seg_window_size: int = 7
+
+
+class M2CoFSNet(nn.Module):
+    """Φ (one encoder per modality) → F → (ψ, φ).
+
+    Args:
+        n_modalities: number of input sequences (≥ 2).
+        n_classes: segmentation outputs (one sigmoid channel per region).
+        cfg: part sizes.
+        patch_size: training patch (UNETR needs it; others ignore it).
+    """
+
+    def __init__(self, n_modalities: int, n_classes: int, cfg: ModelConfig = ModelConfig(),
+                 patch_size: tuple[int, int, int] = (64, 64, 64)):
+        super().__init__()
+        if n_modalities < 2:
+            raise ValueError("M²-CoFS fuses two or more modalities")
+        self.cfg = cfg
+        self.n_modalities = n_modalities
+        self.n_classes = n_classes
+        c = cfg.feature_channels
+        self.encoders = nn.ModuleList(
+            SwinEncoder(out_channels=c, embed_dim=cfg.embed_dim, depths=cfg.depths, num_heads=cfg.num_heads,
+                        window_size=cfg.window_size, patch_size=cfg.patch_embed)
+            for _ in range(n_modalities)
+        )
+        self.decoder = ReconstructionDecoder(c)  # Stage 0 autoencoder decoder (shared by modalities)
+        self.fusion = DenseFusion(n_modalities * c, cfg.fusion_growth, cfg.fusion_channels)
+        self.fusion_head = ReconstructionDecoder(cfg.fusion_channels)
+        self.seg_head = build_seg_head(cfg.seg_head, cfg.fusion_channels, n_classes, cfg.seg_feature_size,
+                                       patch_size, depths=cfg.seg_depths, num_heads=cfg.seg_num_heads,
+                                       window_size=cfg.seg_window_size)
+        for part in (self.encoders, self.decoder, self.fusion, self.fusion_head):
+            init_weights(part)
+
+    # --- pieces ------------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Φ: (B, N, ...) → concatenated features (B, N·c, ...)."""
+        if x.shape[1] != self.n_modalities:
+            raise ValueError(f"expected {self.n_modalities} input channels, got {x.shape[1]}")
+        return torch.cat([enc(x[:, i: i + 1]) for i, enc in enumerate(self.encoders)], dim=1)
+
+    def fuse_features(self, feats: torch.Tensor, fusion_params: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """F, with its own weights or with ``fusion_params`` (names as in ``self.fusion``)."""
+        if fusion_params is None:
+            return self.fusion(feats)
+        return functional_call(self.fusion, dict(fusion_params), (feats,))
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Stage 0: each modality through its encoder and the shared decoder → (B, N, ...)."""
+        return torch.cat([self.decoder(enc(x[:, i: i + 1])) for i, enc in enumerate(self.encoders)], dim=1)
+
+    def forward(self, x: torch.Tensor, fusion_params: Mapping[str, torch.Tensor] | None = None,
+                tasks: tuple[str, ...] = ("fusion", "segmentation")) -> dict[str, torch.Tensor]:
+        """One pass: ``{"fused": (B,1,...), "seg": (B,R,...) logits}`` (the tasks asked for)."""
+        z = self.fuse_features(self.encode(x), fusion_params)
+        out: dict[str, torch.Tensor] = {}
+        if "fusion" in tasks:
+            out["fused"] = self.fusion_head(z)
+        if "segmentation" in tasks:
+            out["seg"] = self.seg_head(z)
+        return out
+
+    def fusion_state(self) -> dict[str, torch.Tensor]:
+        """A detached copy of F's weights (θ)."""
+        return {k: v.detach().clone() for k, v in self.fusion.state_dict().items()}
+
+    def load_fusion_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.fusion.load_state_dict(dict(state))

@@ -1,0 +1,273 @@
+"""The generic loop every stage runs: batches → loss → step, with checkpoints, resume, DDP,
+a progress bar, a CSV log and a loss-curve PNG.
+
+A stage is a :class:`StageTask` — an ``nn.Module`` whose ``forward(image, target, has_label)``
+returns ``(loss, parts)`` and which names the sub-modules it trains. The loop wraps it in
+``DistributedDataParallel`` when several processes run, so gradients are averaged across ranks.
+
+Files in ``RUN/`` for a stage called ``name``:
+
+* ``checkpoints/name.pt`` — the in-stage training state (trained weights, optimiser, stage
+  extras such as SI accumulators, epoch/batch counters), written atomically every
+  ``train.checkpoint_every`` steps and at each epoch's end; loaded with ``weights_only=True``.
+* ``logs/name.csv`` and ``logs/name.png`` — one row per step; the loss curves.
+* the stage's results, written by the stage itself when the loop returns.
+
+With ``resume=True`` an interrupted stage continues from its last complete checkpoint at the
+next batch, and — every patch being a pure function of the seed and its position — ends with
+the same weights as a run that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from m2cofs.errors import M2CofsError
+from m2cofs.io import atomic_write_text, atomic_write_with
+from m2cofs.training.distributed import DistInfo, all_reduce_mean, barrier
+from m2cofs.training.patches import PatchDataset, epoch_batches
+
+
+class StageTask(nn.Module):
+    """A stage's model + loss. Subclasses set ``trained`` (names of sub-modules to optimise)."""
+
+    trained: tuple[str, ...] = ()
+
+    def trained_modules(self) -> dict[str, nn.Module]:
+        return {n: getattr(self, n) for n in self.trained}
+
+    def trained_parameters(self) -> list[nn.Parameter]:
+        return [p for m in self.trained_modules().values() for p in m.parameters() if p.requires_grad]
+
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        return {f"{n}.{k}": v.detach().clone() for n, m in self.trained_modules().items() for k, v in m.state_dict().items()}
+
+    def load_trained_state(self, state: dict[str, torch.Tensor]) -> None:
+        for n, m in self.trained_modules().items():
+            prefix = f"{n}."
+            m.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+
+    # hooks (optional)
+    def before_optimizer_step(self) -> None:
+        """Called after backward, before ``optimizer.step()`` (SI reads the gradients here)."""
+
+    def after_optimizer_step(self) -> None:
+        """Called after ``optimizer.step()``."""
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """Additional tensors to checkpoint (e.g. SI accumulators)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore :meth:`extra_state`."""
+
+
+@dataclass
+class LoopSettings:
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 1e-5
+    optimizer: str = "adamw"
+    checkpoint_every: int = 50
+    seed: int = 0
+    workers: int = 0
+    progress: bool = True
+    amp: bool = False  # bf16 autocast on CUDA only
+    stop_after_steps: int | None = None  # for tests: simulate an interruption after this many steps
+
+
+@dataclass
+class StageResult:
+    name: str
+    steps: int
+    seconds: float
+    last_loss: float
+    history: list[dict] = field(default_factory=list)
+
+
+def make_optimizer(params: Iterable[nn.Parameter], s: LoopSettings) -> torch.optim.Optimizer:
+    params = list(params)
+    if s.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    if s.optimizer == "adam":
+        return torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
+    return torch.optim.SGD(params, lr=s.lr, momentum=0.9, weight_decay=s.weight_decay)
+
+
+def _save_state(path: Path, state: dict) -> None:
+    def write(tmp: Path) -> None:
+        torch.save(state, tmp)
+
+    atomic_write_with(path, write)
+
+
+def load_training_state(path: Path) -> dict:
+    """Read an in-stage checkpoint (``weights_only=True``: tensors and plain values only)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle payloads, truncation, ...
+        raise M2CofsError(f"cannot load the training checkpoint safely ({str(exc).splitlines()[0][:120]})", path) from None
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    buf = io.StringIO()
+    keys = list(rows[0].keys())
+    for r in rows:
+        for k in r:
+            if k not in keys:
+                keys.append(k)
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_log(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        return [{k: (float(v) if k not in ("stage",) and v not in ("", None) else v) for k, v in row.items()}
+                for row in csv.DictReader(fh)]
+
+
+def plot_losses(csv_path: Path, png_path: Path, title: str) -> None:
+    """Loss curves of one stage's CSV log (one line per loss term), as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_log(csv_path)
+    if not rows:
+        return
+    keys = [k for k in rows[0] if k not in ("stage", "epoch", "step", "seconds", "lr")]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    steps = [r["step"] for r in rows]
+    for k in keys:
+        vals = [r.get(k) for r in rows]
+        if all(isinstance(v, float) and math.isfinite(v) for v in vals):
+            ax.plot(steps, vals, label=k, lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+
+    def write(tmp: Path) -> None:
+        fig.savefig(tmp, format="png")
+
+    atomic_write_with(png_path, write)
+    plt.close(fig)
+
+
+def run_loop(name: str, task: StageTask, dataset: PatchDataset, s: LoopSettings, run_dir: Path,
+             dist_info: DistInfo, stage_key: int, resume: bool) -> StageResult:
+    """Train ``task`` on ``dataset`` for ``s.epochs`` epochs (see the module docstring)."""
+    ckpt_path = run_dir / "checkpoints" / f"{name}.pt"
+    log_path = run_dir / "logs" / f"{name}.csv"
+    device = dist_info.device
+    task.to(device)
+    params = task.trained_parameters()
+    optimizer = make_optimizer(params, s)
+
+    start_epoch, start_batch, step = 0, 0, 0
+    history: list[dict] = []
+    if ckpt_path.exists():
+        if not resume:
+            raise M2CofsError(f"stage {name} was interrupted earlier; pass --resume to continue it or --overwrite to start over",
+                              ckpt_path)
+        state = load_training_state(ckpt_path)
+        task.load_trained_state(state["trained"])
+        optimizer.load_state_dict(state["optimizer"])
+        task.load_extra_state(state.get("extra", {}))
+        start_epoch, start_batch, step = int(state["epoch"]), int(state["batch"]), int(state["step"])
+        history = [r for r in read_log(log_path) if r.get("step", 0) <= step]
+
+    model: nn.Module = task
+    if dist_info.enabled:
+        model = nn.parallel.DistributedDataParallel(task, device_ids=[device.index] if device.type == "cuda" else None,
+                                                    find_unused_parameters=False)
+    model.train()
+
+    steps_per_epoch = len(epoch_batches(len(dataset), s.batch_size, s.seed, stage_key, 0, dist_info.rank, dist_info.world_size))
+    total = steps_per_epoch * s.epochs
+    bar = None
+    if s.progress and dist_info.is_main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=step, desc=name, unit="step", dynamic_ncols=True, leave=True)
+
+    def checkpoint(epoch: int, batch: int) -> None:
+        if dist_info.is_main:
+            _save_state(ckpt_path, {"trained": task.trained_state(), "optimizer": optimizer.state_dict(),
+                                    "extra": task.extra_state(), "epoch": epoch, "batch": batch, "step": step})
+            _write_log(log_path, history)
+        barrier(dist_info)
+
+    t0 = time.time()
+    last_loss = float("nan")
+    steps_this_run = 0
+    use_amp = s.amp and device.type == "cuda"
+    for epoch in range(start_epoch, s.epochs):
+        dataset.set_epoch(epoch)
+        batches = epoch_batches(len(dataset), s.batch_size, s.seed, stage_key, epoch, dist_info.rank, dist_info.world_size)
+        first = start_batch if epoch == start_epoch else 0
+        loader = DataLoader(dataset, batch_sampler=batches[first:], num_workers=s.workers,
+                            persistent_workers=False, pin_memory=device.type == "cuda")
+        for b_idx, batch in enumerate(loader, start=first):
+            image = batch["image"].to(device, non_blocking=True)
+            target = batch["target"].to(device, non_blocking=True)
+            has_label = batch["has_label"].to(device)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss, parts = model(image, target, has_label)
+            loss.backward()
+            task.before_optimizer_step()
+            optimizer.step()
+            task.after_optimizer_step()
+            step += 1
+            steps_this_run += 1
+            last_loss = all_reduce_mean(float(loss.detach()), dist_info)
+            row = {"stage": name, "epoch": epoch, "step": step, "loss": last_loss,
+                   **{k: float(v) for k, v in parts.items()}, "seconds": round(time.time() - t0, 3)}
+            history.append(row)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.4f}" for k, v in [("loss", last_loss), *parts.items()]}, refresh=False)
+            if step % s.checkpoint_every == 0:
+                checkpoint(epoch, b_idx + 1)
+            if s.stop_after_steps is not None and steps_this_run >= s.stop_after_steps:
+                checkpoint(epoch, b_idx + 1)
+                if bar is not None:
+                    bar.close()
+                raise KeyboardInterrupt(f"stopped after {steps_this_run} steps (test hook)")
+        checkpoint(epoch + 1, 0)
+    if bar is not None:
+        bar.close()
+    if dist_info.is_main:
+        _write_log(log_path, history)
+        plot_losses(log_path, run_dir / "logs" / f"{name}.png", name)
+    barrier(dist_info)
+    return StageResult(name, step, time.time() - t0, last_loss, history)
+
+
+def finish_stage(run_dir: Path, name: str, dist_info: DistInfo, write_outputs: Callable[[], None]) -> None:
+    """Write the stage's results (rank 0), then drop its in-stage checkpoint."""
+    if dist_info.is_main:
+        write_outputs()
+        (run_dir / "checkpoints" / f"{name}.pt").unlink(missing_ok=True)
+    barrier(dist_info)
