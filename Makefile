@@ -23,7 +23,7 @@ install-dev: $(VENV)/.installed-dev
 
 ## make demo: synthetic phantoms -> the main job, on 2 CPU cores
 demo: $(VENV)/.installed
-	$(BIN)/m2cofs demo --out $(OUT)
+	$(BIN)/m2cofs demo --out $(OUT) --overwrite
 
 ## make test: the test suite (CI runs exactly this through .ci/run)
 test: $(VENV)/.installed-dev

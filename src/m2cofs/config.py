@@ -159,6 +159,8 @@ def _check_ranges(cfg: Config, source: str) -> None:
     if m.seg_head == "swinunetr":
         need(m.seg_feature_size % 12 == 0, "model.seg_feature_size", "must be a multiple of 12 for swinunetr")
         need(len(m.seg_depths) == 4 and len(m.seg_num_heads) == 4, "model.seg_depths", "swinunetr needs 4 stages")
+    if m.seg_head == "segresnet":
+        need(m.seg_feature_size % 8 == 0, "model.seg_feature_size", "must be a multiple of 8 for segresnet (group norm)")
     need(d.spacing is None or (len(d.spacing) == 3 and min(d.spacing) > 0), "data.spacing", "must be null or three positive numbers")
     need(d.intensity in ("percentile", "minmax"), "data.intensity", "must be percentile or minmax")
     need(len(d.patch_size) == 3 and min(d.patch_size) >= 8, "data.patch_size", "must be three sizes >= 8")

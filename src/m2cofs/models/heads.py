@@ -54,11 +54,13 @@ def _swinunetr(in_channels, out_channels, feature_size, patch_size, depths=(2, 2
 
 
 @register_seg_head("unetr")
-def _unetr(in_channels, out_channels, feature_size, patch_size, hidden_size=768, mlp_dim=3072, num_heads=12, **_):
+def _unetr(in_channels, out_channels, feature_size, patch_size, **_):
+    """UNETR sized by ``feature_size``: ViT width 16·f (768 at f = 48, MONAI's default), 12 heads."""
     from monai.networks.nets import UNETR
 
+    hidden = 16 * feature_size
     return UNETR(in_channels=in_channels, out_channels=out_channels, img_size=patch_size, feature_size=feature_size,
-                 hidden_size=hidden_size, mlp_dim=mlp_dim, num_heads=num_heads, proj_type="conv", norm_name="instance")
+                 hidden_size=hidden, mlp_dim=4 * hidden, num_heads=12, proj_type="conv", norm_name="instance")
 
 
 @register_seg_head("segresnet")

@@ -1,0 +1,90 @@
+"""Presets, overrides, validation; safetensors model files with a checked sidecar."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from m2cofs.checkpoint import load_model_file, load_tensors, save_model_file, sidecar_path
+from m2cofs.config import load_config, parse_set
+from m2cofs.errors import M2CofsError
+
+
+def test_presets_have_the_papers_values():
+    paper = load_config("paper")
+    assert paper.train.lr == 3e-4 and paper.train.optimizer == "adamw"
+    assert (paper.train.epochs["stage1"], paper.train.epochs["stage2"], paper.train.epochs["stage3"]) == (200, 100, 200)
+    assert (paper.train.alpha, paper.train.si_lambda, paper.train.si_mu, paper.train.eta, paper.train.gamma) == (0.1, 0.1, 0.1, 2.0, 0.1)
+    assert paper.model.embed_dim == 48 and paper.model.depths == (3, 3) and paper.model.num_heads == (6, 6)
+    assert paper.model.window_size == 7 and paper.model.seg_feature_size == 48
+    lite = load_config("lite")
+    assert lite.model.seg_head == paper.model.seg_head  # same structure
+    assert lite.model.embed_dim < paper.model.embed_dim and lite.data.spacing == (2.0, 2.0, 2.0)
+
+
+def test_overrides_and_files(tmp_path):
+    cfg = load_config("lite", overrides=["train.epochs.stage1=3", "train.manifold=euclidean", "data.spacing=null"])
+    assert cfg.train.epochs["stage1"] == 3 and cfg.train.epochs["stage2"] == load_config("lite").train.epochs["stage2"]
+    assert cfg.train.manifold == "euclidean" and cfg.data.spacing is None
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  knn_k: 9\n")
+    assert load_config("lite", f).train.knn_k == 9
+    assert parse_set(["a.b.c=1"]) == {"a": {"b": {"c": 1}}}
+
+
+@pytest.mark.parametrize("text,match", [
+    ("train:\n  learning_rate: 0.1\n", "train.learning_rate: unknown key"),
+    ("bogus: 1\n", "bogus: unknown key"),
+    ("train:\n  lr: 5\n", "train.lr: must be between 0 and 1"),
+    ("train:\n  epochs:\n    stage9: 1\n", "train.epochs.stage9: unknown key"),
+    ("train:\n  epochs:\n    stage1: -1\n", "train.epochs.stage1: must be >= 0"),
+    ("data:\n  patch_size: [60, 64, 32]\n", "data.patch_size: must be multiples of 32"),
+    ("model:\n  seg_head: vnet\n", "model.seg_head: unknown head"),
+    ("train:\n  manifold: cosine\n", "train.manifold"),
+    ("train:\n  lr: fast\n", "train.lr: expected a number"),
+    ("- a\n- b\n", "must be a YAML mapping"),
+    ("train: [1\n", "is not valid YAML"),
+])
+def test_bad_config_named(tmp_path, text, match):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(M2CofsError, match=match) as exc:
+        load_config("lite", f)
+    assert "bad.yaml" in str(exc.value) or "YAML mapping" in str(exc.value)
+
+
+def test_model_file_round_trip_and_tamper(tmp_path):
+    path = tmp_path / "m.ckpt"
+    t = {"a.weight": torch.randn(3, 4), "b": torch.arange(5)}
+    save_model_file(path, t, {"kind": "unified", "modalities": ["t1ce", "flair"]})
+    back, meta = load_model_file(path)
+    assert torch.equal(back["a.weight"], t["a.weight"]) and meta["modalities"] == ["t1ce", "flair"]
+    assert sidecar_path(path).exists() and len(meta["sha256"]) == 64
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(M2CofsError, match="checksum does not match"):
+        load_model_file(path)
+
+
+def test_crafted_pickle_is_refused_and_never_executed(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.ckpt"
+    path.write_bytes(pickle.dumps({"state": Evil()}))
+    with pytest.raises(M2CofsError, match="not a safetensors weight file"):
+        load_tensors(path)
+    torch.save({"x": Evil()}, tmp_path / "evil2.ckpt")
+    with pytest.raises(M2CofsError, match="pickle"):
+        load_tensors(tmp_path / "evil2.ckpt")
+    assert not marker.exists()
+    with pytest.raises(M2CofsError, match="has no sidecar"):
+        load_model_file(path)

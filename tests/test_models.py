@@ -1,0 +1,78 @@
+"""The network's parts: shapes, parameter counts, F's weight swapping, the weight generator."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from m2cofs.models import M2CoFSNet, ModelConfig, seg_head_names
+from m2cofs.models.blocks import count_parameters
+from m2cofs.models.fusion_module import DenseFusion
+from m2cofs.models.weight_generator import WeightGenerator
+
+TINY = ModelConfig(feature_channels=4, embed_dim=6, depths=(1,), num_heads=(2,), window_size=4, fusion_growth=4,
+                   fusion_channels=4, seg_head="unet", seg_feature_size=4)
+
+
+def test_paper_sized_fusion_module_has_145k_parameters():
+    f = DenseFusion(in_channels=32, growth=16, out_channels=16)
+    assert count_parameters(f) == 145_344  # "≈145k" in the paper's code
+    assert len([m for m in f.modules() if isinstance(m, torch.nn.Conv3d)]) == 6
+
+
+@pytest.mark.parametrize("n_mod", [2, 3])
+def test_one_pass_gives_both_outputs(n_mod):
+    torch.manual_seed(0)
+    net = M2CoFSNet(n_mod, 3, TINY, (32, 32, 32)).eval()
+    x = torch.rand(1, n_mod, 32, 32, 32)
+    with torch.no_grad():
+        out = net(x)
+    assert out["fused"].shape == (1, 1, 32, 32, 32)
+    assert out["seg"].shape == (1, 3, 32, 32, 32)
+    with pytest.raises(ValueError, match="expected 3 input channels"):
+        M2CoFSNet(3, 3, TINY, (32, 32, 32))(torch.rand(1, 2, 32, 32, 32))
+    with pytest.raises(ValueError, match="two or more"):
+        M2CoFSNet(1, 3, TINY)
+
+
+@pytest.mark.parametrize("head", ["swinunetr", "unetr", "segresnet", "unet"])
+def test_every_segmentation_head_plugs_in(head):
+    assert head in seg_head_names()
+    cfg = ModelConfig(feature_channels=4, embed_dim=6, depths=(1,), num_heads=(2,), window_size=4, fusion_growth=4,
+                      fusion_channels=4, seg_head=head, seg_feature_size={"swinunetr": 12, "unetr": 12, "segresnet": 8}.get(head, 4),
+                      seg_depths=(1, 1, 1, 1), seg_num_heads=(1, 1, 2, 2), seg_window_size=4)
+    net = M2CoFSNet(2, 3, cfg, (64, 64, 32))
+    with torch.no_grad():
+        out = net(torch.rand(1, 2, 64, 64, 32), tasks=("segmentation",))
+    assert out["seg"].shape == (1, 3, 64, 64, 32) and "fused" not in out
+
+
+def test_fusion_params_swap_weights_without_rebuilding():
+    torch.manual_seed(0)
+    net = M2CoFSNet(2, 3, TINY, (32, 32, 32)).eval()
+    x = torch.rand(1, 2, 32, 32, 32)
+    other = {k: v + 0.01 * torch.randn_like(v) for k, v in net.fusion_state().items()}
+    with torch.no_grad():
+        a = net(x, fusion_params=other)["fused"]
+        net.load_fusion_state(other)
+        b = net(x)["fused"]
+    torch.testing.assert_close(a, b)
+
+
+def test_weight_generator_starts_at_the_interpolation():
+    torch.manual_seed(0)
+    sf = {"w": torch.randn(4, 3, 3, 3, 3) * 0.1, "b": torch.randn(4) * 0.01}
+    fs = {"w": torch.randn(4, 3, 3, 3, 3) * 0.1, "b": torch.randn(4) * 0.01}
+    g = WeightGenerator(sf, fs, hidden=64)
+    assert sum(p.numel() for p in g.parameters()) == 2 * 64 + 64 + 64 * 64 + 64 + 64 + 1  # 4417, "≈4.4k"
+    out = g()
+    for k in sf:
+        torch.testing.assert_close(out[k], (sf[k] + fs[k]) / 2)
+    theta_f = {k: torch.zeros_like(v) for k, v in sf.items()}
+    g2 = WeightGenerator(sf, fs, init="theta_f", theta_f=theta_f)
+    assert all(torch.equal(v, theta_f[k]) for k, v in g2().items())
+    # G is trainable: one step changes θU
+    opt = torch.optim.Adam(g.parameters(), lr=1e-2)
+    (g()["w"].sum()).backward()
+    opt.step()
+    assert not torch.allclose(g()["w"], out["w"])
