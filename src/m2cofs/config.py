@@ -55,6 +55,7 @@ class TrainConfig:
     knn_k: int = 5
     g_hidden: int = 64
     g_init: str = "mean"
+    stage2_lr: float | None = None  # Stage II fine-tuning rate (None: train.lr)
     stage2_train_heads: bool = False
     stage3_si: bool = True
     checkpoint_every: int = 50
@@ -136,6 +137,10 @@ def _coerce(cls, section: str, values: dict[str, Any], source: str):
                     raise _fail(source, f"{key}.{k2}", f"expected an integer, got {v2!r}")
                 merged[k2] = v2
             v = merged
+        elif name == "stage2_lr":
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise _fail(source, key, f"expected a number or null, got {v!r}")
+            v = None if v is None else float(v)
         elif isinstance(default, str):
             if not isinstance(v, str):
                 raise _fail(source, key, f"expected a string, got {v!r}")
@@ -174,6 +179,7 @@ def _check_ranges(cfg: Config, source: str) -> None:
     need(d.workers >= 0, "data.workers", "must be >= 0")
     need(t.optimizer in ("adamw", "adam", "sgd"), "train.optimizer", "must be adamw, adam or sgd")
     need(0 < t.lr < 1, "train.lr", "must be between 0 and 1")
+    need(t.stage2_lr is None or 0 < t.stage2_lr < 1, "train.stage2_lr", "must be null or between 0 and 1")
     need(t.weight_decay >= 0, "train.weight_decay", "must be >= 0")
     for k, v in t.epochs.items():
         need(v >= 0, f"train.epochs.{k}", "must be >= 0")

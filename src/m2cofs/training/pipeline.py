@@ -250,7 +250,8 @@ class Trainer:
 
     def _settings(self, stage: int) -> LoopSettings:
         c = self.cfg
-        return LoopSettings(epochs=c.train.epochs[f"stage{stage}"], batch_size=c.data.batch_size, lr=c.train.lr,
+        lr = c.train.stage2_lr if stage == 2 and c.train.stage2_lr is not None else c.train.lr
+        return LoopSettings(epochs=c.train.epochs[f"stage{stage}"], batch_size=c.data.batch_size, lr=lr,
                             weight_decay=c.train.weight_decay, optimizer=c.train.optimizer,
                             checkpoint_every=c.train.checkpoint_every, seed=c.train.seed, workers=c.data.workers,
                             progress=self.opts.progress, amp=self.dist.device.type == "cuda",

@@ -76,7 +76,7 @@ class FusionTask(_SITracking):
             importance, anchor, weight = self.penalty
             pen = si_penalty(dict(self.fusion.named_parameters()), importance, anchor)
             loss = loss + weight * pen
-            parts["si"] = float(pen)
+            parts["si"] = float(pen.detach())
         return loss, parts
 
 
@@ -106,5 +106,5 @@ class SegmentationTask(_SITracking):
             importance, anchor, weight = self.penalty
             pen = si_penalty(dict(self.fusion.named_parameters()), importance, anchor)
             loss = loss + weight * pen
-            parts["si"] = float(pen)
+            parts["si"] = float(pen.detach())
         return loss, parts

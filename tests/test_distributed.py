@@ -1,0 +1,101 @@
+"""DDP on the CPU: two gloo processes train, agree on the weights, and match one process that
+trains on the same global batch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from m2cofs.data.labels import CONVENTIONS
+from m2cofs.data.preprocess import CaseMeta, PreparedCase
+from m2cofs.models import M2CoFSNet, ModelConfig
+from m2cofs.training.distributed import DistInfo
+from m2cofs.training.engine import LoopSettings, read_log, run_loop
+from m2cofs.training.patches import PatchDataset
+from m2cofs.training.stage1_independent import SegmentationTask
+
+TINY = ModelConfig(feature_channels=4, embed_dim=6, depths=(1,), num_heads=(2,), window_size=4, fusion_growth=4,
+                   fusion_channels=4, seg_head="unet", seg_feature_size=4)
+
+
+def _cases() -> list[PreparedCase]:
+    rng = np.random.default_rng(0)
+    cases = []
+    for i in range(2):
+        img = rng.uniform(0, 1, (2, 36, 36, 36)).astype(np.float32)
+        lab = np.zeros((36, 36, 36), np.int16)
+        lab[10:24, 12:26, 8 + i:22 + i] = 2
+        lab[14:20, 15:21, 12:18] = 4
+        img[1][lab > 0] += 0.5
+        meta = CaseMeta(id=f"c{i}", modalities=["t1ce", "flair"], original_shape=[36, 36, 36],
+                        original_affine=np.eye(4).tolist(), shape=[36, 36, 36], cropped_shape=[36, 36, 36])
+        cases.append(PreparedCase(f"c{i}", img, np.ones((36, 36, 36), bool), lab, meta))
+    return cases
+
+
+def _train(run_dir: Path, rank: int, world: int, batch: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    net = M2CoFSNet(2, 3, TINY, (32, 32, 32))
+    for p in net.encoders.parameters():
+        p.requires_grad_(False)
+    task = SegmentationTask(net, si_xi=1e-3)
+    ds = PatchDataset(_cases(), CONVENTIONS["brats2017"], (32, 32, 32), samples_per_case=4, seed=5, stage_key=2)
+    s = LoopSettings(epochs=2, batch_size=batch, lr=1e-3, checkpoint_every=100, seed=5, progress=False)
+    run_loop("ddp_test", task, ds, s, run_dir, DistInfo(rank, world), stage_key=2, resume=False)
+    return {k: v.detach().clone() for k, v in net.fusion.state_dict().items()}
+
+
+def _worker(rank: int, world: int, run_dir: str, init_file: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        weights = _train(Path(run_dir), rank, world, batch=2)
+        torch.save(weights, Path(run_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_processes_agree_and_match_one_process(tmp_path):
+    ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
+    mp.spawn(_worker, args=(2, str(ddp_dir), str(tmp_path / "rendezvous")), nprocs=2, join=True)
+    r0 = torch.load(ddp_dir / "rank0.pt", weights_only=True)
+    r1 = torch.load(ddp_dir / "rank1.pt", weights_only=True)
+    for k in r0:  # the ranks hold the same weights
+        torch.testing.assert_close(r0[k], r1[k], rtol=0, atol=0)
+    # one process, global batch 4 = 2 ranks × 2
+    single = _train(single_dir, 0, 1, batch=4)
+    ddp_log, one_log = read_log(ddp_dir / "logs" / "ddp_test.csv"), read_log(single_dir / "logs" / "ddp_test.csv")
+    assert len(ddp_log) == len(one_log) == 4
+    np.testing.assert_allclose([r["loss"] for r in ddp_log], [r["loss"] for r in one_log], rtol=1e-4)
+    for k in r0:
+        torch.testing.assert_close(r0[k], single[k], rtol=1e-3, atol=1e-4)  # Adam on float sums in another order
+
+
+@pytest.mark.slow
+def test_torchrun_cli_smoke(tmp_path):
+    """``torchrun --nproc_per_node 2 -m m2cofs train`` runs a stage with two gloo processes."""
+    data = tmp_path / "data"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "m2cofs", "synth", str(data), "--cases", "2", "--size", "32"],
+                   check=True, env=env, capture_output=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "m2cofs",
+           "train", "--data", str(data), "--out", str(tmp_path / "run"), "--stages", "0", "--no-progress",
+           *[x for s in ("model.feature_channels=4", "model.embed_dim=6", "model.depths=[1]", "model.num_heads=[2]",
+                         "model.window_size=4", "model.fusion_growth=4", "model.fusion_channels=4",
+                         "model.seg_head=unet", "model.seg_feature_size=4", "data.spacing=null",
+                         "data.patch_size=[32,32,32]", "data.batch_size=1", "train.epochs.stage0=1")
+             for x in ("--set", s)]]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "run" / "stages" / "stage0_autoencoder.safetensors").is_file()
+    import json
+
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["world_size"] == 2
