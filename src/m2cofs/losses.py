@@ -218,4 +218,4 @@ def manifold_distance(theta_u: Mapping[str, torch.Tensor], theta_a: Mapping[str,
             db = db + d2
     else:
         raise ValueError(f"unknown manifold distance {kind!r}")
-    return da + db, {"d_a": float(da), "d_b": float(db)}
+    return da + db, {"d_a": float(da.detach()), "d_b": float(db.detach())}
