@@ -176,3 +176,19 @@ def test_dataset_yields_channel_first_float32(tiny_dataset, tmp_path):
     shutil.copy(tiny_dataset / "case0" / "case0_flair.nii.gz", tiny_dataset / "case1" / "case1_flair.nii.gz")
     ds[1]
     assert len(os.listdir(tmp_path / "cache")) == 2
+
+
+def test_parallel_preprocessing_after_torch_has_started(tiny_dataset, tmp_path):
+    """Worker processes must not deadlock once torch's thread pool runs in the parent (they are
+    spawned, not forked), and give the same arrays as one process."""
+    import torch
+
+    from m2cofs.data import PreprocessConfig
+
+    torch.nn.functional.interpolate(torch.rand(1, 1, 8, 8, 8), size=(5, 5, 5), mode="trilinear")
+    cfg = PreprocessConfig(spacing=(1.5, 1.5, 1.5))
+    par = MultiModalDataset(tiny_dataset, cache_dir=tmp_path / "a", preprocess=cfg).prepare_all(workers=2)
+    one = MultiModalDataset(tiny_dataset, preprocess=cfg).prepare_all(workers=1)
+    assert [c.id for c in par] == [c.id for c in one]
+    for a, b in zip(par, one):
+        np.testing.assert_array_equal(a.image, b.image)

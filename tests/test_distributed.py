@@ -86,7 +86,8 @@ def test_torchrun_cli_smoke(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "m2cofs", "synth", str(data), "--cases", "2", "--size", "32"],
                    check=True, env=env, capture_output=True)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "m2cofs",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--tee", "3",
+           "-m", "m2cofs",
            "train", "--data", str(data), "--out", str(tmp_path / "run"), "--stages", "0", "--no-progress",
            *[x for s in ("model.feature_channels=4", "model.embed_dim=6", "model.depths=[1]", "model.num_heads=[2]",
                          "model.window_size=4", "model.fusion_growth=4", "model.fusion_channels=4",
@@ -94,7 +95,7 @@ def test_torchrun_cli_smoke(tmp_path):
                          "data.patch_size=[32,32,32]", "data.batch_size=1", "train.epochs.stage0=1")
              for x in ("--set", s)]]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert (tmp_path / "run" / "stages" / "stage0_autoencoder.safetensors").is_file()
     import json
 

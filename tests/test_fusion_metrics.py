@@ -26,7 +26,6 @@ binning sees the same grey levels).
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -476,14 +475,11 @@ def test_too_small_for_window_metrics_gives_nan():
 
 
 @pytest.mark.slow
-def test_full_size_volume_runs_in_seconds():
+def test_full_size_volume_all_metrics_finite():
+    """Every metric on a BraTS-sized volume, both modes (timings: benchmarks/, not here)."""
     shape = (240, 240, 155)
     a, b, mask = phantom(shape, seed=5)
     f = 0.5 * (a + b)
     for mode in ("volume", "slice"):
-        t = time.perf_counter()
         r = fusion_metrics([a, b], f, mask, mode=mode)
-        dt = time.perf_counter() - t
         assert all(np.isfinite(v) for v in r.values()), r
-        # typically 8-12 s on 2 cores; the bound only catches pathological regressions
-        assert dt < 60, (mode, dt)

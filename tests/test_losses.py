@@ -77,7 +77,7 @@ def test_synaptic_intelligence_matches_quadratic_path_integral():
     omega = float(si.omega["w"])
     assert omega == pytest.approx(l0 - l1, rel=0.02)
     imp = si.importance()["w"]
-    assert float(imp) == pytest.approx(omega / (float(w) ** 2 + 0.1), rel=1e-5)
+    assert float(imp) == pytest.approx(omega / (float(w.detach()) ** 2 + 0.1), rel=1e-5)
     pen = si_penalty({"w": torch.tensor([1.0])}, {"w": imp}, {"w": torch.tensor([0.0])})
     assert float(pen) == pytest.approx(float(imp))
 

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -210,7 +211,9 @@ class MultiModalDataset:
 
                 it = tqdm(it, total=len(jobs), desc="preprocess", unit="case")
             return list(it)
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # "spawn", not fork: a forked child of a process whose torch/OpenMP threads have started
+        # can deadlock in its first parallel region.
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             it = pool.map(_prepare_one, jobs)
             if progress:
                 from tqdm.auto import tqdm

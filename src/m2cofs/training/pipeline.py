@@ -41,7 +41,7 @@ from m2cofs.training import stage0_autoencoder as s0
 from m2cofs.training import stage1_independent as s1
 from m2cofs.training import stage2_adaptation as s2
 from m2cofs.training import stage3_unification as s3
-from m2cofs.training.distributed import DistInfo, barrier, broadcast_object, init_distributed
+from m2cofs.training.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed
 from m2cofs.training.engine import LoopSettings, run_loop
 from m2cofs.training.patches import PatchDataset
 
@@ -244,6 +244,11 @@ class Trainer:
         return load_tensors(path)
 
     @staticmethod
+    def _prefixed(**parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``_prefixed(fusion=θ, seg_head=φ)`` → one flat mapping ``{"fusion.…": …, "seg_head.…": …}``."""
+        return {f"{prefix}.{k}": v for prefix, state in parts.items() for k, v in state.items()}
+
+    @staticmethod
     def _part(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
         p = prefix + "."
         return {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}
@@ -286,9 +291,8 @@ class Trainer:
         if run and not self.done(name):
             task = s0.AutoencoderTask(self.net)
             self._run(name, task, 0, fg=0.0)
-            state = {f"encoders.{k}": v for k, v in self.net.encoders.state_dict().items()}
-            state.update({f"decoder.{k}": v for k, v in self.net.decoder.state_dict().items()})
-            self._save_stage(name, state)
+            self._save_stage(name, self._prefixed(encoders=self.net.encoders.state_dict(),
+                                                  decoder=self.net.decoder.state_dict()))
         res = self._load_stage(name)
         self.net.encoders.load_state_dict(self._part(res, "encoders"))
         self.net.decoder.load_state_dict(self._part(res, "decoder"))
@@ -302,16 +306,14 @@ class Trainer:
                 self.net.fusion_head.load_state_dict(self.net.decoder.state_dict())  # ψ starts from D
             task = s1.FusionTask(self.net, alpha=t.alpha, si_xi=t.si_xi)
             self._run(s1.FUSION, task, 1)
-            self._save_stage(s1.FUSION, {**{f"fusion.{k}": v for k, v in self.net.fusion_state().items()},
-                                         **{f"fusion_head.{k}": v for k, v in self.net.fusion_head.state_dict().items()},
-                                         **{f"omega.{k}": v for k, v in task.si.importance().items()}})
+            self._save_stage(s1.FUSION, self._prefixed(fusion=self.net.fusion_state(), omega=task.si.importance(),
+                                                        fusion_head=self.net.fusion_head.state_dict()))
         if run and not self.done(s1.SEGMENTATION):
             self.net.load_fusion_state(self.theta0)
             task = s1.SegmentationTask(self.net, seg_loss=t.seg_loss, si_xi=t.si_xi)
             self._run(s1.SEGMENTATION, task, 1)
-            self._save_stage(s1.SEGMENTATION, {**{f"fusion.{k}": v for k, v in self.net.fusion_state().items()},
-                                               **{f"seg_head.{k}": v for k, v in self.net.seg_head.state_dict().items()},
-                                               **{f"omega.{k}": v for k, v in task.si.importance().items()}})
+            self._save_stage(s1.SEGMENTATION, self._prefixed(fusion=self.net.fusion_state(), omega=task.si.importance(),
+                                                              seg_head=self.net.seg_head.state_dict()))
         f, s = self._load_stage(s1.FUSION), self._load_stage(s1.SEGMENTATION)
         self.theta_f, self.omega_f = self._part(f, "fusion"), self._part(f, "omega")
         self.theta_s, self.omega_s = self._part(s, "fusion"), self._part(s, "omega")
@@ -324,15 +326,15 @@ class Trainer:
             task = s2.seg_to_fusion_task(self.net, self._dev(self.theta_s), self._dev(self.omega_s), t.alpha, t.si_lambda,
                                          t.stage2_train_heads)
             self._run(s2.SEG_TO_FUSION, task, 2)
-            self._save_stage(s2.SEG_TO_FUSION, {**{f"fusion.{k}": v for k, v in self.net.fusion_state().items()},
-                                                **{f"fusion_head.{k}": v for k, v in self.net.fusion_head.state_dict().items()}})
+            self._save_stage(s2.SEG_TO_FUSION, self._prefixed(fusion=self.net.fusion_state(),
+                                                               fusion_head=self.net.fusion_head.state_dict()))
         if run and not self.done(s2.FUSION_TO_SEG):
             self.net.seg_head.load_state_dict(self.phi_1)
             task = s2.fusion_to_seg_task(self.net, self._dev(self.theta_f), self._dev(self.omega_f), t.seg_loss, t.si_mu,
                                          t.stage2_train_heads)
             self._run(s2.FUSION_TO_SEG, task, 2)
-            self._save_stage(s2.FUSION_TO_SEG, {**{f"fusion.{k}": v for k, v in self.net.fusion_state().items()},
-                                                **{f"seg_head.{k}": v for k, v in self.net.seg_head.state_dict().items()}})
+            self._save_stage(s2.FUSION_TO_SEG, self._prefixed(fusion=self.net.fusion_state(),
+                                                               seg_head=self.net.seg_head.state_dict()))
         self.net.fusion_head.requires_grad_(True)
         self.net.seg_head.requires_grad_(True)
         a, b = self._load_stage(s2.SEG_TO_FUSION), self._load_stage(s2.FUSION_TO_SEG)
@@ -356,10 +358,8 @@ class Trainer:
                                       eta=t.eta, gamma=t.gamma, seg_loss=t.seg_loss, manifold=t.manifold, knn_k=t.knn_k, si=si)
             self._run(s3.NAME, task, 3)
             theta_u = task.unified_weights()
-            self._save_stage(s3.NAME, {**{f"fusion.{k}": v for k, v in theta_u.items()},
-                                       **{f"fusion_head.{k}": v for k, v in self.net.fusion_head.state_dict().items()},
-                                       **{f"seg_head.{k}": v for k, v in self.net.seg_head.state_dict().items()},
-                                       **{f"generator.{k}": v for k, v in gen.state_dict().items()}})
+            self._save_stage(s3.NAME, self._prefixed(fusion=theta_u, fusion_head=self.net.fusion_head.state_dict(),
+                                                      seg_head=self.net.seg_head.state_dict(), generator=gen.state_dict()))
         res = self._load_stage(s3.NAME)
         self.theta_u = self._part(res, "fusion")
         self.net.load_fusion_state(self.theta_u)
@@ -373,10 +373,8 @@ class Trainer:
                 "label_convention": self.convention.name, "regions": list(self.convention.regions),
                 "preprocessing": self.preprocess.to_dict(), "trained_on": [c.id for c in self.cases]}
 
-    def _write_model(self, name: str, kind: str, tasks: list[str], theta: str, fusion: dict, heads: dict) -> None:
-        tensors = {f"encoders.{k}": v for k, v in self.net.encoders.state_dict().items()}
-        tensors.update({f"fusion.{k}": v for k, v in fusion.items()})
-        tensors.update(heads)
+    def _write_model(self, name: str, kind: str, tasks: list[str], theta: str, fusion: dict, **heads: dict) -> None:
+        tensors = self._prefixed(encoders=self.net.encoders.state_dict(), fusion=fusion, **heads)
         save_model_file(self.out / name, tensors, self._model_meta(kind, tasks, theta))
 
     def write_models(self) -> None:
@@ -384,13 +382,12 @@ class Trainer:
             return
         if self.done(s1.FUSION) and self.done(s1.SEGMENTATION):
             self._write_model("fusion_specialist.ckpt", "fusion_specialist", ["fusion"], "theta_F", self.theta_f,
-                              {f"fusion_head.{k}": v for k, v in self.psi_1.items()})
+                              fusion_head=self.psi_1)
             self._write_model("seg_specialist.ckpt", "seg_specialist", ["segmentation"], "theta_S", self.theta_s,
-                              {f"seg_head.{k}": v for k, v in self.phi_1.items()})
+                              seg_head=self.phi_1)
         if self.done(s3.NAME):
-            heads = {f"fusion_head.{k}": v for k, v in self.net.fusion_head.state_dict().items()}
-            heads.update({f"seg_head.{k}": v for k, v in self.net.seg_head.state_dict().items()})
-            self._write_model("unified.ckpt", "unified", ["fusion", "segmentation"], "theta_U", self.theta_u, heads)
+            self._write_model("unified.ckpt", "unified", ["fusion", "segmentation"], "theta_U", self.theta_u,
+                              fusion_head=self.net.fusion_head.state_dict(), seg_head=self.net.seg_head.state_dict())
 
     def run(self) -> dict:
         stages = self.opts.stages
@@ -439,4 +436,10 @@ class Trainer:
 
 def train(opts: TrainOptions) -> dict:
     """Run ``m2cofs train`` with these options; returns the summary."""
-    return Trainer(opts).run()
+    trainer = Trainer(opts)
+    summary = trainer.run()
+    # All ranks leave together: a rank that exits while another still talks to it makes gloo
+    # abort the other one ("connection closed by peer").
+    barrier(trainer.dist)
+    cleanup(trainer.dist)
+    return summary

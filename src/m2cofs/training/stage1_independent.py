@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from m2cofs.losses import SynapticIntelligence, fusion_loss, make_seg_loss
+from m2cofs.losses import SynapticIntelligence, fusion_loss, make_seg_loss, si_penalty
 from m2cofs.models.network import M2CoFSNet
 from m2cofs.training.engine import StageTask
 
@@ -27,13 +27,36 @@ def masked_seg_loss(loss_fn, logits: torch.Tensor, target: torch.Tensor, has_lab
     return (per * w).sum() / w.sum().clamp_min(1.0) + 0.0 * logits.sum()
 
 
-class _SITracking(StageTask):
-    """Adds Synaptic-Intelligence tracking of F's parameters to a task."""
+class PathTask(StageTask):
+    """One task path through the frozen encoders and F (+ its head), with optional SI tracking
+    of F's parameters (Stage I) and an optional SI penalty towards an anchor (Stage II)."""
 
     si: SynapticIntelligence | None = None
 
-    def _init_si(self, xi: float | None) -> None:
-        self.si = SynapticIntelligence(dict(self.fusion.named_parameters()), xi) if xi is not None else None
+    def __init__(self, net: M2CoFSNet, head: str, si_xi: float | None, penalty: tuple[dict, dict, float] | None,
+                 train_head: bool):
+        super().__init__()
+        self.encoders = net.encoders
+        self.fusion = net.fusion
+        setattr(self, head, getattr(net, head))
+        self.trained = ("fusion", head) if train_head else ("fusion",)
+        self.penalty = penalty  # (importance, anchor, weight)
+        self.si = SynapticIntelligence(dict(self.fusion.named_parameters()), si_xi) if si_xi is not None else None
+
+    def features(self, image: torch.Tensor) -> torch.Tensor:
+        """F(Φ(x)) with the encoders frozen."""
+        with torch.no_grad():
+            feats = torch.cat([enc(image[:, i: i + 1]) for i, enc in enumerate(self.encoders)], dim=1)
+        return self.fusion(feats)
+
+    def penalised(self, loss: torch.Tensor, parts: dict[str, float]) -> torch.Tensor:
+        """``loss + weight · Σ Ω (θ − θ*)²`` when this task has a penalty."""
+        if self.penalty is None:
+            return loss
+        importance, anchor, weight = self.penalty
+        pen = si_penalty(dict(self.fusion.named_parameters()), importance, anchor)
+        parts["si"] = float(pen.detach())
+        return loss + weight * pen
 
     def before_optimizer_step(self) -> None:
         if self.si is not None:
@@ -51,60 +74,30 @@ class _SITracking(StageTask):
             self.si.load_state_dict(state)
 
 
-class FusionTask(_SITracking):
+class FusionTask(PathTask):
     """F + ψ on the fusion loss (+ an optional SI penalty, used by Stage II)."""
 
     def __init__(self, net: M2CoFSNet, alpha: float = 0.1, si_xi: float | None = None,
                  penalty: tuple[dict, dict, float] | None = None, train_head: bool = True):
-        super().__init__()
-        self.trained = ("fusion", "fusion_head") if train_head else ("fusion",)
-        self.encoders = net.encoders
-        self.fusion = net.fusion
-        self.fusion_head = net.fusion_head
+        super().__init__(net, "fusion_head", si_xi, penalty, train_head)
         self.alpha = alpha
-        self.penalty = penalty  # (importance, anchor, weight)
-        self._init_si(si_xi)
 
     def forward(self, image, target, has_label):
-        from m2cofs.losses import si_penalty
-
-        with torch.no_grad():
-            feats = torch.cat([enc(image[:, i: i + 1]) for i, enc in enumerate(self.encoders)], dim=1)
-        fused = self.fusion_head(self.fusion(feats))
+        fused = self.fusion_head(self.features(image))
         loss, parts = fusion_loss(fused, image, self.alpha)
-        if self.penalty is not None:
-            importance, anchor, weight = self.penalty
-            pen = si_penalty(dict(self.fusion.named_parameters()), importance, anchor)
-            loss = loss + weight * pen
-            parts["si"] = float(pen.detach())
-        return loss, parts
+        return self.penalised(loss, parts), parts
 
 
-class SegmentationTask(_SITracking):
+class SegmentationTask(PathTask):
     """F + φ on the segmentation loss (+ an optional SI penalty, used by Stage II)."""
 
     def __init__(self, net: M2CoFSNet, seg_loss: str = "dice", si_xi: float | None = None,
                  penalty: tuple[dict, dict, float] | None = None, train_head: bool = True):
-        super().__init__()
-        self.trained = ("fusion", "seg_head") if train_head else ("fusion",)
-        self.encoders = net.encoders
-        self.fusion = net.fusion
-        self.seg_head = net.seg_head
+        super().__init__(net, "seg_head", si_xi, penalty, train_head)
         self.loss_fn = make_seg_loss(seg_loss)
-        self.penalty = penalty
-        self._init_si(si_xi)
 
     def forward(self, image, target, has_label):
-        from m2cofs.losses import si_penalty
-
-        with torch.no_grad():
-            feats = torch.cat([enc(image[:, i: i + 1]) for i, enc in enumerate(self.encoders)], dim=1)
-        logits = self.seg_head(self.fusion(feats))
+        logits = self.seg_head(self.features(image))
         loss = masked_seg_loss(self.loss_fn, logits, target, has_label)
         parts = {"dice_loss": float(loss.detach())}
-        if self.penalty is not None:
-            importance, anchor, weight = self.penalty
-            pen = si_penalty(dict(self.fusion.named_parameters()), importance, anchor)
-            loss = loss + weight * pen
-            parts["si"] = float(pen.detach())
-        return loss, parts
+        return self.penalised(loss, parts), parts
