@@ -85,6 +85,7 @@ class LoopSettings:
     progress: bool = True
     amp: bool = False  # bf16 autocast on CUDA only
     stop_after_steps: int | None = None  # for tests: simulate an interruption after this many steps
+    max_seconds: float | None = None  # a time budget: the stage ends after the step that exhausts it
 
 
 @dataclass
@@ -185,6 +186,7 @@ def run_loop(name: str, task: StageTask, dataset: PatchDataset, s: LoopSettings,
     optimizer = make_optimizer(params, s)
 
     start_epoch, start_batch, step = 0, 0, 0
+    spent_before = 0.0
     history: list[dict] = []
     if ckpt_path.exists():
         if not resume:
@@ -195,6 +197,7 @@ def run_loop(name: str, task: StageTask, dataset: PatchDataset, s: LoopSettings,
         optimizer.load_state_dict(state["optimizer"])
         task.load_extra_state(state.get("extra", {}))
         start_epoch, start_batch, step = int(state["epoch"]), int(state["batch"]), int(state["step"])
+        spent_before = float(state.get("seconds", 0.0))
         history = [r for r in read_log(log_path) if r.get("step", 0) <= step]
 
     model: nn.Module = task
@@ -214,11 +217,19 @@ def run_loop(name: str, task: StageTask, dataset: PatchDataset, s: LoopSettings,
     def checkpoint(epoch: int, batch: int) -> None:
         if dist_info.is_main:
             _save_state(ckpt_path, {"trained": task.trained_state(), "optimizer": optimizer.state_dict(),
-                                    "extra": task.extra_state(), "epoch": epoch, "batch": batch, "step": step})
+                                    "extra": task.extra_state(), "epoch": epoch, "batch": batch, "step": step,
+                                    "seconds": spent_before + time.time() - t0})
             _write_log(log_path, history)
         barrier(dist_info)
 
     t0 = time.time()
+
+    def budget_spent() -> bool:
+        """The time budget is used up (decided alike on every rank)."""
+        if s.max_seconds is None:
+            return False
+        return all_reduce_mean(float(spent_before + time.time() - t0 >= s.max_seconds), dist_info) > 0
+
     last_loss = float("nan")
     steps_this_run = 0
     use_amp = s.amp and device.type == "cuda"
@@ -250,12 +261,16 @@ def run_loop(name: str, task: StageTask, dataset: PatchDataset, s: LoopSettings,
                 bar.set_postfix({k: f"{v:.4f}" for k, v in [("loss", last_loss), *parts.items()]}, refresh=False)
             if step % s.checkpoint_every == 0:
                 checkpoint(epoch, b_idx + 1)
+            if budget_spent():
+                break
             if s.stop_after_steps is not None and steps_this_run >= s.stop_after_steps:
                 checkpoint(epoch, b_idx + 1)
                 if bar is not None:
                     bar.close()
                 raise KeyboardInterrupt(f"stopped after {steps_this_run} steps (test hook)")
         checkpoint(epoch + 1, 0)
+        if budget_spent():
+            break
     if bar is not None:
         bar.close()
     if dist_info.is_main:
