@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from m2cofs import __version__
 from m2cofs.errors import M2CofsError
-from m2cofs.io import atomic_write_json, atomic_write_with
+from m2cofs.io import atomic_write_bytes, atomic_write_json
 
 FORMAT = "m2cofs-model"
 
@@ -42,7 +42,9 @@ def sha256_file(path: Path) -> str:
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Write tensors as safetensors, atomically."""
     clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    atomic_write_with(path, lambda tmp: save_file(clean, str(tmp), metadata=metadata))
+    # Serialised in memory, then written by Python: a full disk is then a plain OSError (ENOSPC)
+    # that atomic_write_bytes turns into a clear error, with any previous file left intact.
+    atomic_write_bytes(path, save(clean, metadata=metadata))
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -40,14 +41,63 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
         yield tmp_path
         _fsync_file(tmp_path)
         os.replace(tmp_path, target)
-    except OSError as exc:
+    except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise M2CofsError("no space left on the device; nothing was written", target) from exc
+        if _is_disk_full(exc):
+            raise M2CofsError("no space left on the device (disk full or quota exceeded); nothing was written and "
+                              "any previous version of the file is intact", target) from None
         raise
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+
+
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """True when ``exc`` (or an exception it was raised from) is a full disk or an exceeded quota.
+
+    Writers that are not plain Python file I/O report it in their own way (safetensors as a
+    ``SafetensorError`` mentioning "os error 28"); the message is checked too.
+    """
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+            return True
+        text = str(exc)
+        if "No space left on device" in text or "Disk quota exceeded" in text or "os error 28" in text:
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+# ``atomic_path`` temporary names: "." + target name + "." + 8 random characters + target suffixes.
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}(?P<suffix>(\.[^.]+)*)$")
+
+
+def is_temp_name(name: str) -> bool:
+    """True for the name of a temporary file left by :func:`atomic_path` (e.g. by a kill)."""
+    m = _TEMP_RE.match(name)
+    if m is None:
+        return False
+    target, suffix = m["name"], m["suffix"]
+    return target.endswith(suffix) if suffix and suffix != ".tmp" else True
+
+
+def clean_stale_temps(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """Remove temporary files that an interrupted :func:`atomic_path` left in ``folder``.
+
+    Only for folders m2cofs owns (a run or output folder) and only when no other m2cofs process
+    writes there. Returns the removed paths.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for p in (folder.rglob(".*") if recursive else folder.glob(".*")):
+        if p.is_file() and not p.is_symlink() and is_temp_name(p.name):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def _umask() -> int:

@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from m2cofs.errors import M2CofsError
-from m2cofs.io import atomic_write_text, atomic_write_with
+from m2cofs.io import atomic_write_bytes, atomic_write_text, atomic_write_with
 from m2cofs.training.distributed import DistInfo, all_reduce_mean, barrier
 from m2cofs.training.patches import PatchDataset, epoch_batches
 
@@ -107,10 +107,11 @@ def make_optimizer(params: Iterable[nn.Parameter], s: LoopSettings) -> torch.opt
 
 
 def _save_state(path: Path, state: dict) -> None:
-    def write(tmp: Path) -> None:
-        torch.save(state, tmp)
-
-    atomic_write_with(path, write)
+    # Serialised in memory first: torch.save reports a full disk as an opaque RuntimeError, a
+    # Python write as OSError(ENOSPC), which atomic_write_bytes turns into a clear error.
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def load_training_state(path: Path) -> dict:
@@ -193,10 +194,14 @@ def run_loop(name: str, task: StageTask, dataset: PatchDataset, s: LoopSettings,
             raise M2CofsError(f"stage {name} was interrupted earlier; pass --resume to continue it or --overwrite to start over",
                               ckpt_path)
         state = load_training_state(ckpt_path)
-        task.load_trained_state(state["trained"])
-        optimizer.load_state_dict(state["optimizer"])
-        task.load_extra_state(state.get("extra", {}))
-        start_epoch, start_batch, step = int(state["epoch"]), int(state["batch"]), int(state["step"])
+        try:
+            task.load_trained_state(state["trained"])
+            optimizer.load_state_dict(state["optimizer"])
+            task.load_extra_state(state.get("extra", {}))
+            start_epoch, start_batch, step = int(state["epoch"]), int(state["batch"]), int(state["step"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise M2CofsError(f"does not fit this run's network or settings (another preset or modality count?): "
+                              f"{str(exc).splitlines()[0][:120]}; pass --overwrite to start over", ckpt_path) from None
         spent_before = float(state.get("seconds", 0.0))
         history = [r for r in read_log(log_path) if r.get("step", 0) <= step]
 
@@ -216,10 +221,12 @@ def run_loop(name: str, task: StageTask, dataset: PatchDataset, s: LoopSettings,
 
     def checkpoint(epoch: int, batch: int) -> None:
         if dist_info.is_main:
+            # The log first: a kill between the two leaves a log that covers the checkpoint (rows
+            # past its step are dropped on resume), never one that misses steps.
+            _write_log(log_path, history)
             _save_state(ckpt_path, {"trained": task.trained_state(), "optimizer": optimizer.state_dict(),
                                     "extra": task.extra_state(), "epoch": epoch, "batch": batch, "step": step,
                                     "seconds": spent_before + time.time() - t0})
-            _write_log(log_path, history)
         barrier(dist_info)
 
     t0 = time.time()
@@ -230,7 +237,7 @@ def run_loop(name: str, task: StageTask, dataset: PatchDataset, s: LoopSettings,
             return False
         return all_reduce_mean(float(spent_before + time.time() - t0 >= s.max_seconds), dist_info) > 0
 
-    last_loss = float("nan")
+    last_loss = float(history[-1]["loss"]) if history and isinstance(history[-1].get("loss"), float) else float("nan")
     steps_this_run = 0
     use_amp = s.amp and device.type == "cuda"
     for epoch in range(start_epoch, s.epochs):
