@@ -35,7 +35,7 @@ from m2cofs.data.dataset import MultiModalDataset
 from m2cofs.data.labels import LabelConvention
 from m2cofs.data.preprocess import PreparedCase, PreprocessConfig
 from m2cofs.errors import M2CofsError
-from m2cofs.io import atomic_write_json
+from m2cofs.io import atomic_write_json, clean_stale_temps
 from m2cofs.models.network import M2CoFSNet
 from m2cofs.training import stage0_autoencoder as s0
 from m2cofs.training import stage1_independent as s1
@@ -107,9 +107,13 @@ def _inside(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
 
+def _data_root(data: Path) -> Path:
+    return data if data.is_dir() else data.parent
+
+
 def check_output_folder(out: Path, data: Path) -> None:
     """Refuse an output folder that is, or is inside, the input data."""
-    data_root = data if data.is_dir() else data.parent
+    data_root = _data_root(data)
     if _inside(out, data_root):
         raise M2CofsError(f"the output folder must not be the input folder or inside it ({data_root})", out)
 
@@ -123,9 +127,22 @@ class Trainer:
         self.out = Path(opts.out)
         self.cfg: Config = load_config(opts.preset, opts.config_file, opts.overrides)
         check_output_folder(self.out, Path(opts.data))
-        self._prepare_run_folder()
-        self._load_data()
-        self._write_run_json()
+        if opts.cache_dir is not None and _inside(Path(opts.cache_dir), _data_root(Path(opts.data))):
+            raise M2CofsError("--cache-dir must not be the input folder or inside it", opts.cache_dir)
+        created = self.dist.is_main and not self.out.exists()
+        had_cache = (self.out / "cache").exists()
+        try:
+            self._check_run_folder()
+            self._load_data()  # every case is read and checked before anything of an old run is touched
+            self._prepare_run_folder()
+            self._write_run_json()
+        except M2CofsError:
+            # Bad input: leave no partial output (the folder this call made, or the cache it started).
+            if created:
+                shutil.rmtree(self.out, ignore_errors=True)
+            elif self.dist.is_main and not had_cache and opts.cache_dir is None:
+                shutil.rmtree(self.out / "cache", ignore_errors=True)
+            raise
         torch.manual_seed(self.cfg.train.seed)
         self.net = M2CoFSNet(len(self.modalities), len(self.convention.regions), self.cfg.model,
                              tuple(self.cfg.data.patch_size))
@@ -134,13 +151,27 @@ class Trainer:
         self.losses: dict[str, float] = {}
 
     # ------------------------------------------------------------------ set-up
-    def _prepare_run_folder(self) -> None:
-        run_json = self.out / "run.json"
+    def _existing_run(self) -> bool:
+        return any((self.out / p).exists() for p in ("run.json", "stages", "checkpoints"))
+
+    def _check_run_folder(self) -> None:
+        """Refusals that need no writing (before the data are read)."""
         if self.dist.is_main:
             if self.out.exists() and not self.out.is_dir():
                 raise M2CofsError("exists and is not a folder", self.out)
-            existing = run_json.exists() or (self.out / "stages").exists() or (self.out / "checkpoints").exists()
-            if existing and self.opts.overwrite:
+            if self._existing_run() and not (self.opts.overwrite or self.opts.resume) and self.opts.stages == [0, 1, 2, 3]:
+                raise M2CofsError("already holds a training run; pass --resume to continue it or --overwrite to start over",
+                                  self.out)
+            if self.opts.overwrite:
+                data_root = _data_root(Path(self.opts.data))
+                for item in RUN_ITEMS:
+                    if item != "cache" and (self.out / item).exists() and _inside(data_root, self.out / item):
+                        raise M2CofsError(f"--overwrite would delete {self.out / item}, which holds the input data",
+                                          self.out)
+
+    def _prepare_run_folder(self) -> None:
+        if self.dist.is_main:
+            if self._existing_run() and self.opts.overwrite:
                 for item in RUN_ITEMS:
                     p = self.out / item
                     if item == "cache":
@@ -149,11 +180,18 @@ class Trainer:
                         shutil.rmtree(p)
                     elif p.exists():
                         p.unlink()
-            elif existing and not self.opts.resume and self.opts.stages == [0, 1, 2, 3]:
-                raise M2CofsError("already holds a training run; pass --resume to continue it or --overwrite to start over",
-                                  self.out)
             self.out.mkdir(parents=True, exist_ok=True)
+            self._clean_interrupted_state()
         barrier(self.dist)
+
+    def _clean_interrupted_state(self) -> None:
+        """What a kill can leave behind: temporary files of interrupted atomic writes, and the
+        in-stage checkpoint of a stage whose results were written just before the kill (the stage
+        is complete: its results file exists)."""
+        clean_stale_temps(self.out)
+        for ckpt in sorted((self.out / "checkpoints").glob("*.pt")):
+            if self.stage_file(ckpt.stem).exists():
+                ckpt.unlink(missing_ok=True)
 
     def _load_data(self) -> None:
         o, cfg = self.opts, self.cfg
