@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +39,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
     import torch
     from tqdm.auto import tqdm
 
@@ -49,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     check_output_folder(out, Path(args.input))
+    if out.exists() and not out.is_dir():
+        raise M2CofsError("exists and is not a folder", out)
     device = "cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
     model = load_model(args.model, device)
     pre = PreprocessConfig.from_dict(model.meta["preprocessing"])
@@ -60,36 +65,88 @@ def run(args: argparse.Namespace) -> int:
     if existing and not args.overwrite:
         raise M2CofsError(f"already holds outputs for {', '.join(existing[:3])}{'...' if len(existing) > 3 else ''}; "
                           "pass --overwrite to replace them", out)
-    out.mkdir(parents=True, exist_ok=True)
+    inputs = [Path(args.model)] + [f for c in ds.cases for f in _case_files(c)]
+    for cid in existing:
+        held = [f for f in inputs if _inside(f, out / cid)]
+        if held:
+            raise M2CofsError(f"--overwrite would replace {out / cid}, which holds the input file {held[0]}", out)
     record = {"model": str(Path(args.model).resolve()), "model_sha256": model.meta.get("sha256"),
               "model_kind": model.meta.get("kind"), "modalities": model.modalities, "label_convention": conv.name,
               "tasks": model.tasks, "postprocess": None, "cases": {}}
-    t0 = time.time()
-    for i in tqdm(range(len(ds)), desc="predict", unit="case"):
-        case = ds.prepared(i)
-        pred = predict_case(model, case, conv, device, args.postprocess)
-        folder = out / case.id
-        affine = case.meta.original_affine
-        header = case.meta.nifti_header()
-        import numpy as np
+    # Every case is written into a hidden staging folder inside OUT and moved into place only once
+    # all cases have succeeded: a failing or interrupted run leaves no partial output behind.
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(out)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out))
+    try:
+        t0 = time.time()
+        for i in tqdm(range(len(ds)), desc="predict", unit="case"):
+            case = ds.prepared(i)
+            pred = predict_case(model, case, conv, device, args.postprocess)
+            folder = staging / case.id
+            aff = np.array(case.meta.original_affine)
+            header = case.meta.nifti_header()
+            if pred.fused is not None:
+                save_nifti(folder / f"{case.id}_fused.nii.gz", pred.fused, aff, header, dtype=np.float32)
+            if pred.label is not None:
+                save_nifti(folder / f"{case.id}_seg.nii.gz", pred.label, aff, header, dtype=np.uint8)
+                record["postprocess"] = pred.info.get("postprocess")
+            if not args.no_preview:
+                from m2cofs.reporting.previews import save_case_preview
 
-        aff = np.array(affine)
-        if pred.fused is not None:
-            save_nifti(folder / f"{case.id}_fused.nii.gz", pred.fused, aff, header, dtype=np.float32)
-        if pred.label is not None:
-            save_nifti(folder / f"{case.id}_seg.nii.gz", pred.label, aff, header, dtype=np.uint8)
-            record["postprocess"] = pred.info.get("postprocess")
-        if not args.no_preview:
-            from m2cofs.reporting.previews import save_case_preview
-
-            sources = restore(case.image, case.meta, "image")
-            save_case_preview(folder / f"{case.id}_preview.png", dict(zip(model.modalities, sources)), pred.fused,
-                              pred.label, conv, title=f"{case.id} — {model.meta.get('kind', 'model')}", affine=aff)
-        record["cases"][case.id] = {"seconds": round(pred.seconds, 2), **pred.info}
-    record["seconds"] = round(time.time() - t0, 2)
-    if model.config.inference and record["postprocess"] is not None:
-        inf = model.config.inference
-        record["postprocess_settings"] = {"min_component_mm3": inf.min_component_mm3, "keep_largest_wt": inf.keep_largest_wt}
-    atomic_write_json(out / "predict.json", record)
+                sources = restore(case.image, case.meta, "image")
+                save_case_preview(folder / f"{case.id}_preview.png", dict(zip(model.modalities, sources)), pred.fused,
+                                  pred.label, conv, title=f"{case.id} — {model.meta.get('kind', 'model')}", affine=aff)
+            record["cases"][case.id] = {"seconds": round(pred.seconds, 2), **pred.info}
+        record["seconds"] = round(time.time() - t0, 2)
+        if model.config.inference and record["postprocess"] is not None:
+            inf = model.config.inference
+            record["postprocess_settings"] = {"min_component_mm3": inf.min_component_mm3,
+                                              "keep_largest_wt": inf.keep_largest_wt}
+        for cid in ds.ids:
+            _move_into_place(staging, cid, out)
+        atomic_write_json(out / "predict.json", record)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
     print(f"wrote {len(ds)} case(s) to {out}")
     return 0
+
+
+STAGING_PREFIX = ".predict-partial-"
+
+
+def _case_files(spec) -> list[Path]:
+    return [r.path for r in spec.images.values()] + [p for p in (spec.label, spec.mask) if p is not None]
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    child, parent = child.resolve(), parent.resolve()
+    return child == parent or parent in child.parents
+
+
+def _move_into_place(staging: Path, cid: str, out: Path) -> None:
+    """Move ``staging/cid`` to ``out/cid`` (an old ``out/cid``, allowed by --overwrite, goes)."""
+    new, target = staging / cid, out / cid
+    if not new.exists():
+        return
+    if target.exists() or target.is_symlink():
+        old = staging / f".old-{cid}"
+        os.replace(target, old)
+    os.replace(new, target)
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Staging folders of killed predict runs (their process is gone) are removed."""
+    for d in out.glob(f"{STAGING_PREFIX}*"):
+        try:
+            pid = int(d.name[len(STAGING_PREFIX):].split("-")[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except (ValueError, PermissionError, OSError):
+            continue

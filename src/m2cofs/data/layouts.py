@@ -273,6 +273,12 @@ def _resolve_inside(base: Path, rel: str, json_path: Path, what: str) -> Path:
     return base / p
 
 
+def _plain_id(cid: str) -> bool:
+    """A case id usable as one folder name: no path separators, not hidden, printable."""
+    return (cid not in (".", "..") and not cid.startswith(".") and "/" not in cid and "\\" not in cid
+            and cid.isprintable() and len(cid) <= 200)
+
+
 def _discover_datalist(json_path: Path) -> DatasetSpec:
     obj = _read_json(json_path)
     if isinstance(obj, dict):
@@ -291,6 +297,9 @@ def _discover_datalist(json_path: Path) -> DatasetSpec:
         cid = entry.get("id")
         if not isinstance(cid, str) or not cid.strip():
             raise M2CofsError(f'{where} has no "id" string', json_path)
+        if not _plain_id(cid.strip()):
+            raise M2CofsError(f"{where}: id {cid!r} must be a plain name (no '/', '\\', leading '.' or control "
+                              "characters): outputs are written to OUT/<id>/", json_path)
         images: dict[str, ImageRef] = {}
         label = mask = None
         notes = []
