@@ -10,11 +10,14 @@ Every problem raises :class:`~m2cofs.errors.M2CofsError` with one line naming th
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import logging
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -53,11 +56,54 @@ class Case:
         return "".join(nib.aff2axcodes(self.affine))
 
 
+@contextlib.contextmanager
+def _quiet_nibabel() -> Iterator[None]:
+    """Silence nibabel's header-fixing log lines and numpy warnings while a file is read: the
+    user sees m2cofs's own one-line error instead (or nothing, for a usable file)."""
+    logger = logging.getLogger("nibabel.global")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with np.errstate(all="ignore"):
+                yield
+    finally:
+        logger.setLevel(level)
+
+
+# Deflate never compresses more than about 1032:1, so a .nii.gz whose header declares more data
+# than MAX_GZIP_RATIO times its own size is truncated or corrupt, whatever its content.
+MAX_GZIP_RATIO = 1100
+
+
+def _check_declared_size(img, path: Path) -> None:
+    """Refuse a header that declares more data than the file can hold, before reading it (a
+    damaged header must not make the loader allocate gigabytes or read for minutes)."""
+    try:
+        hdr = img.header
+        n_vox = int(np.prod([int(d) for d in img.shape], dtype=object))
+        need = int(hdr.get_data_offset()) + n_vox * int(hdr.get_data_dtype().itemsize)
+        size = path.stat().st_size
+    except Exception as exc:
+        raise M2CofsError(f"is not a valid NIfTI file ({_why(exc)})", path) from None
+    gz = path.name.lower().endswith(".gz")
+    limit = size * MAX_GZIP_RATIO if gz else size
+    if need > limit:
+        raise M2CofsError(f"cannot be read: truncated or corrupt file (the header declares {need} bytes for shape "
+                          f"{tuple(int(d) for d in img.shape)}, the {'compressed ' if gz else ''}file holds {size})", path)
+
+
 def _open(path: Path) -> nib.spatialimages.SpatialImage:
     if not path.exists():
         raise M2CofsError("file not found", path)
     if path.is_dir():
         raise M2CofsError("is a folder, expected a NIfTI file", path)
+    with _quiet_nibabel():
+        return _open_quiet(path)
+
+
+def _open_quiet(path: Path) -> nib.spatialimages.SpatialImage:
     try:
         img = nib.load(str(path))
     except nib.filebasedimages.ImageFileError:
@@ -77,8 +123,10 @@ def _why(exc: BaseException) -> str:
 
 
 def _read_array(img, path: Path) -> np.ndarray:
+    _check_declared_size(img, path)
     try:
-        data = np.asanyarray(img.dataobj)
+        with _quiet_nibabel():
+            data = np.asanyarray(img.dataobj)
     except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
         raise M2CofsError(f"cannot be read: truncated or corrupt file ({_why(exc)})", path) from None
     except MemoryError:
