@@ -140,9 +140,13 @@ def _write_log(path: Path, rows: list[dict]) -> None:
 def read_log(path: Path) -> list[dict]:
     if not path.exists():
         return []
+    def value(k: str, v):
+        if k == "stage" or v in ("", None):
+            return v
+        return int(float(v)) if k in ("epoch", "step") else float(v)  # ints stay ints when a resumed run rewrites the log
+
     with open(path, newline="") as fh:
-        return [{k: (float(v) if k not in ("stage",) and v not in ("", None) else v) for k, v in row.items()}
-                for row in csv.DictReader(fh)]
+        return [{k: value(k, v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
 def plot_losses(csv_path: Path, png_path: Path, title: str) -> None:
