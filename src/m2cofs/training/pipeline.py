@@ -411,20 +411,22 @@ class Trainer:
                 "label_convention": self.convention.name, "regions": list(self.convention.regions),
                 "preprocessing": self.preprocess.to_dict(), "trained_on": [c.id for c in self.cases]}
 
-    def _write_model(self, name: str, kind: str, tasks: list[str], theta: str, fusion: dict, **heads: dict) -> None:
+    def write_model(self, path: str | Path, kind: str, tasks: list[str], theta: str, fusion: dict, **heads: dict) -> Path:
+        """A model file (this run's encoders, the given F weights and heads) with its sidecar;
+        a relative ``path`` is inside RUN."""
         tensors = self._prefixed(encoders=self.net.encoders.state_dict(), fusion=fusion, **heads)
-        save_model_file(self.out / name, tensors, self._model_meta(kind, tasks, theta))
+        return save_model_file(self.out / path, tensors, self._model_meta(kind, tasks, theta))
 
     def write_models(self) -> None:
         if not self.dist.is_main:
             return
         if self.done(s1.FUSION) and self.done(s1.SEGMENTATION):
-            self._write_model("fusion_specialist.ckpt", "fusion_specialist", ["fusion"], "theta_F", self.theta_f,
+            self.write_model("fusion_specialist.ckpt", "fusion_specialist", ["fusion"], "theta_F", self.theta_f,
                               fusion_head=self.psi_1)
-            self._write_model("seg_specialist.ckpt", "seg_specialist", ["segmentation"], "theta_S", self.theta_s,
+            self.write_model("seg_specialist.ckpt", "seg_specialist", ["segmentation"], "theta_S", self.theta_s,
                               seg_head=self.phi_1)
         if self.done(s3.NAME):
-            self._write_model("unified.ckpt", "unified", ["fusion", "segmentation"], "theta_U", self.theta_u,
+            self.write_model("unified.ckpt", "unified", ["fusion", "segmentation"], "theta_U", self.theta_u,
                               fusion_head=self.net.fusion_head.state_dict(), seg_head=self.net.seg_head.state_dict())
 
     def run(self) -> dict:

@@ -1,0 +1,44 @@
+"""``m2cofs compare --data DATA --out DIR``: M²-CoFS against baselines and ablations, cross-validated."""
+
+from __future__ import annotations
+
+import argparse
+
+from m2cofs.commands._common import modalities_arg
+from m2cofs.config import PRESETS
+from m2cofs.data.labels import CONVENTION_CHOICES
+from m2cofs.data.layouts import FORMATS
+
+
+def add_parser(sub) -> None:
+    from m2cofs.compare import GROUPS
+
+    p = sub.add_parser(
+        "compare", help="M²-CoFS vs baselines and ablations, cross-validated, with tables and a report",
+        description="Trains what each method needs (reusing the fold's Stage I/II results), predicts the held-out "
+                    "cases, evaluates them, and writes table_fusion.md/.csv, table_segmentation.md/.csv, "
+                    "table_ablation.md, weight_space.png and index.html. Interrupted runs continue where they stopped. "
+                    "Method groups: " + "; ".join(f"{g}: {', '.join(ms)}" for g, ms in GROUPS.items()) + ".")
+    p.add_argument("--data", required=True, help="dataset (folder, datalist JSON or dataset.json)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (not inside DATA)")
+    p.add_argument("--methods", default=None, help="comma-separated methods or groups, 'default' or 'all' "
+                                                   "(default: every group except plugin)")
+    p.add_argument("--preset", default="lite", choices=PRESETS)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="training overrides (repeatable)")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds over cases (default 5)")
+    p.add_argument("--mode", default="volume", choices=("volume", "slice"), help="fusion-metric mode (default volume)")
+    p.add_argument("--format", default="auto", choices=FORMATS)
+    p.add_argument("--labels", default="auto", choices=CONVENTION_CHOICES)
+    p.add_argument("--modalities", default=None, help="input modalities (default: the method's default pair)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from m2cofs.compare import CompareOptions, compare, parse_methods
+
+    opts = CompareOptions(data=args.data, out=args.out, methods=parse_methods(args.methods), preset=args.preset,
+                          overrides=args.set, folds=args.folds, format=args.format, labels=args.labels,
+                          modalities=modalities_arg(args.modalities), mode=args.mode, progress=not args.no_progress)
+    compare(opts)
+    return 0

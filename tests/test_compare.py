@@ -1,0 +1,93 @@
+"""``m2cofs compare``: folds, method selection, paired tests, tables, and a small end-to-end run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from m2cofs.cli import main
+from m2cofs.compare import DEFAULT_METHODS, GROUPS, _table, aggregate, make_folds, paired_test, parse_methods
+from m2cofs.errors import M2CofsError
+
+TINY = ["model.feature_channels=4", "model.embed_dim=6", "model.depths=[1]", "model.num_heads=[2]",
+        "model.window_size=4", "model.fusion_growth=4", "model.fusion_channels=4", "model.seg_head=unet",
+        "model.seg_feature_size=4", "data.spacing=null", "data.patch_size=[32,32,32]", "data.samples_per_case=2",
+        "train.epochs.stage0=1", "train.epochs.stage1=2", "train.epochs.stage2=1", "train.epochs.stage3=1"]
+
+
+def test_folds_cover_every_case_once():
+    ids = [f"c{i}" for i in range(7)]
+    folds = make_folds(ids, 3)
+    assert sorted(sum(folds, [])) == ids and len(folds) == 3
+    assert all(2 <= len(f) <= 3 for f in folds)
+    assert make_folds(ids, 3) == folds  # seeded
+    with pytest.raises(M2CofsError, match="more than"):
+        make_folds(ids[:2], 3)
+    with pytest.raises(M2CofsError, match="at least 2"):
+        make_folds(ids, 1)
+
+
+def test_method_selection():
+    assert parse_methods(None) == DEFAULT_METHODS
+    assert parse_methods("classical") == ["m2cofs", *GROUPS["classical"]]  # the reference is always there
+    assert parse_methods("merging,average,ewc")[:5] == ["m2cofs", "average", "task_arithmetic", "ties", "fisher"]
+    assert "plugin_unet" in parse_methods("all") and "plugin_unet" not in DEFAULT_METHODS
+    with pytest.raises(M2CofsError, match="unknown method 'bogus'"):
+        parse_methods("bogus")
+
+
+def test_paired_test_known_values():
+    from scipy import stats
+
+    a = [0.9, 0.8, 0.85, 0.7, 0.95]
+    b = [0.8, 0.7, 0.8, 0.72, 0.9]
+    r = paired_test(a, b)
+    assert r["n"] == 5 and r["mean_diff"] == pytest.approx(np.mean(np.subtract(a, b)))
+    assert r["t_p"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert r["wilcoxon_p"] == pytest.approx(stats.wilcoxon(a, b, zero_method="zsplit").pvalue)
+    assert paired_test([1, 2], [1, 2])["wilcoxon_p"] is None  # no difference: no test
+    assert paired_test([1, np.nan, 3], [0, 1, 2])["n"] == 2
+
+
+def test_tables_mark_best_and_significance():
+    rng = np.random.default_rng(0)
+    ids = [f"c{i}" for i in range(8)]
+    per = {
+        "m2cofs": {i: {"Dice/WT": 0.9 + rng.normal(0, 0.01), "volume/Q_MI": 0.5} for i in ids},
+        "mean": {i: {"volume/Q_MI": 0.7} for i in ids},
+        "seg_specialist": {i: {"Dice/WT": 0.7 + rng.normal(0, 0.01)} for i in ids},
+    }
+    stats = aggregate(per, "volume")
+    assert stats["methods"]["m2cofs"]["Dice/WT"]["n"] == 8
+    assert stats["methods"]["seg_specialist"]["Dice/WT"]["vs_m2cofs"]["wilcoxon_p"] < 0.05
+    md, csv_text = _table(stats, ["m2cofs", "seg_specialist"], ["Dice/WT"])
+    assert "**0.9" in md and "†" in md  # best in bold, significant difference marked
+    assert csv_text.splitlines()[0].startswith("method,Dice/WT mean")
+    md_f, _ = _table(stats, ["m2cofs", "mean"], ["volume/Q_MI"])
+    assert "| mean | **0.700" in md_f  # the table says when a baseline wins
+
+
+@pytest.mark.slow
+def test_compare_end_to_end_tiny(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "cmp"
+    assert main(["synth", str(data), "--cases", "3", "--size", "32", "--seed", "4"]) == 0
+    args = ["compare", "--data", str(data), "--out", str(out), "--folds", "3", "--no-progress",
+            "--methods", "m2cofs,mean,laplacian,average,no_stage3", *[x for s in TINY for x in ("--set", s)]]
+    assert main(args) == 0
+    for name in ("table_fusion.md", "table_fusion.csv", "table_segmentation.md", "table_segmentation.csv",
+                 "table_ablation.md", "weight_space.png", "index.html", "results.json", "folds.json"):
+        assert (out / name).is_file(), name
+    res = json.loads((out / "results.json").read_text())
+    assert len(res["folds"]) == 3 and sorted(sum(res["folds"], [])) == ["synth_000", "synth_001", "synth_002"]
+    assert set(res["per_case"]["m2cofs"]) == {"synth_000", "synth_001", "synth_002"}
+    fusion = (out / "table_fusion.md").read_text()
+    for label in ("M²-CoFS", "mean", "Laplacian pyramid", "average θF, θS", "w/o Stage III"):
+        assert label in fusion
+    assert "Laplacian" not in (out / "table_segmentation.md").read_text()  # fusion-only methods have no Dice
+    # resumable: a second call reuses everything and gives the same numbers
+    mtime = (out / "fold0" / "eval" / "m2cofs" / "metrics.csv").stat().st_mtime_ns
+    assert main(args) == 0
+    assert (out / "fold0" / "eval" / "m2cofs" / "metrics.csv").stat().st_mtime_ns == mtime
+    assert json.loads((out / "results.json").read_text())["stats"] == res["stats"]
