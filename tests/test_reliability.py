@@ -1,8 +1,8 @@
 """Reliability and safety: bad input to every command, no partial output, full disk, untrusted
 model and checkpoint files, and never touching the user's input.
 
-The bad-input matrix runs each broken dataset through ``train``, ``predict`` and ``evaluate``
-(``data check`` has the same matrix in ``test_data_loading.py``): each must exit non-zero with
+The bad-input matrix runs each broken dataset through ``train``, ``predict``, ``evaluate`` and
+``compare`` (``data check`` has the same matrix in ``test_data_loading.py``): each must exit non-zero with
 one ``m2cofs: error:`` line that names the file and the problem, write nothing, and leave the
 input exactly as it was.
 """
@@ -164,7 +164,8 @@ def _fake_predictions(pred: Path, root: Path) -> None:
         write_nifti(pred / cid / f"{cid}_fused.nii.gz", rng.uniform(0, 1, shape).astype(np.float32), affine)
 
 
-MATRIX = [(c, m) for m in MAKERS for c in ("train", "predict", "evaluate") if m not in NOT_FOR.get(c, ())]
+COMMANDS = ("train", "predict", "evaluate", "compare")
+MATRIX = [(c, m) for m in MAKERS for c in COMMANDS if m not in NOT_FOR.get(c, ())]
 
 
 @pytest.mark.parametrize("command,maker", MATRIX, ids=[f"{c}-{m.__name__.strip('_')}" for c, m in MATRIX])
@@ -178,6 +179,9 @@ def test_bad_input_matrix(tmp_path, capsys, monkeypatch, model, command, maker):
         argv = ["train", "--data", str(data), "--out", str(out), "--no-progress", *labels, *SETS]
     elif command == "predict":
         argv = ["predict", "--model", str(model), "--input", str(data), "--out", str(out), "--no-preview"]
+    elif command == "compare":
+        argv = ["compare", "--data", str(data), "--out", str(out), "--methods", "m2cofs", "--folds", "2",
+                "--no-progress", *labels, *SETS]
     else:
         pred = tmp_path / "pred"
         _fake_predictions(pred, root)
@@ -320,6 +324,7 @@ def test_output_folder_refusals_never_touch_the_input(tmp_path, capsys, model):
         ["predict", "--model", str(model), "--input", str(data), "--out", str(data), "--no-preview"],
         ["predict", "--model", str(model), "--input", str(data / "a"), "--out", str(data), "--overwrite"],
         ["evaluate", "--pred", str(tmp_path), "--data", str(data), "--out", str(data / "rep"), "--quiet"],
+        ["compare", "--data", str(data), "--out", str(data / "cmp"), "--folds", "2", "--no-progress"],
     ):
         assert main(argv) == 2, argv
         one_error_line(capsys.readouterr().err)

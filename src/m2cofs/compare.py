@@ -661,9 +661,17 @@ def compare(opts: CompareOptions, log: Callable[[str], None] = print) -> dict:
 
     out = Path(opts.out)
     check_output_folder(out, Path(opts.data))
-    out.mkdir(parents=True, exist_ok=True)
     probe = MultiModalDataset(opts.data, opts.format, opts.labels, opts.modalities, preprocess=None)
     ids = probe.ids
+    if not (out / "folds.json").exists():
+        # A new comparison: read and check every case before anything is written, so bad input
+        # fails at once with its one-line error and leaves no output folder behind.
+        from m2cofs.training.pipeline import default_modalities
+
+        probe.modalities = list(opts.modalities or default_modalities(probe.modalities, probe.convention))
+        for i in range(len(probe)):
+            probe.load_raw(i)
+    out.mkdir(parents=True, exist_ok=True)
     seed = 0
     folds_json = out / "folds.json"
     if folds_json.exists():
