@@ -37,8 +37,8 @@ TINY = [
     "train.lr=0.003", "train.checkpoint_every=1",
     "train.epochs.stage0=1", "train.epochs.stage1=2", "train.epochs.stage2=2", "train.epochs.stage3=2",
 ]
-KILLS = 6  # SIGKILLs per test run
-KILL_SEED = 20240607
+KILLS = int(os.environ.get("M2COFS_KILLS", "6"))  # SIGKILLs per test run (raise for a longer local run)
+KILL_SEED = int(os.environ.get("M2COFS_KILL_SEED", "20240607"))
 MODEL_FILES = ("unified.ckpt", "fusion_specialist.ckpt", "seg_specialist.ckpt")
 
 
@@ -121,10 +121,10 @@ def _steps_logged(run: Path) -> int:
 
 def _kill_plan(total_steps: int, rng: random.Random) -> list[tuple[str, float]]:
     """The first kill at a random time after the start (start-up, preprocessing, first steps);
-    the others a random 0-300 ms after the logs reach a random step in each fifth of the run
+    the others a random 0-300 ms after the logs reach a random step in each part of the run
     (step ``total + 1``: after the last step, among the stage results, model files and summary,
     with a random 0-1.5 s delay)."""
-    bins = np.linspace(1, total_steps + 2, KILLS)  # one random step in each fifth of the run
+    bins = np.linspace(1, total_steps + 2, KILLS)  # one random step in each of KILLS - 1 parts of the run
     targets = [rng.randrange(int(lo), max(int(lo) + 1, int(hi))) for lo, hi in zip(bins[:-1], bins[1:])]
     return [("time", rng.uniform(0.5, 5.0))] + [("step", float(t)) for t in targets]
 
