@@ -111,7 +111,7 @@ def _leftovers(run: Path) -> list[str]:
 def _steps_logged(run: Path) -> int:
     """Training steps recorded in the run's logs (written with every checkpoint)."""
     n = 0
-    for f in (run / "logs").glob("*.csv") if (run / "logs").is_dir() else []:
+    for f in (run / "logs").glob("[!.]*.csv") if (run / "logs").is_dir() else []:  # not the temporary files
         try:
             n += max(0, len(f.read_text().splitlines()) - 1)
         except FileNotFoundError:
@@ -139,8 +139,11 @@ def _wait_for_kill_moment(proc: subprocess.Popen, run: Path, plan: tuple[str, fl
             return False
         except subprocess.TimeoutExpired:
             return True
+    # at least one new step in this attempt (a target already passed would kill every restart
+    # during its start-up and the run would never get further)
+    threshold = max(min(value, total), min(_steps_logged(run) + 1, total))
     while proc.poll() is None:
-        if _steps_logged(run) >= min(value, total):
+        if _steps_logged(run) >= threshold:
             time.sleep(rng.uniform(0.0, 1.5) if value > total else rng.uniform(0.0, 0.3))
             return proc.poll() is None
         time.sleep(0.01)

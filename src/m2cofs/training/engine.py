@@ -140,6 +140,7 @@ def _write_log(path: Path, rows: list[dict]) -> None:
 def read_log(path: Path) -> list[dict]:
     if not path.exists():
         return []
+
     def value(k: str, v):
         if k == "stage" or v in ("", None):
             return v
