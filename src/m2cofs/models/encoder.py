@@ -53,7 +53,8 @@ class SwinEncoder(nn.Module):
                                       norm_layer=nn.LayerNorm, spatial_dims=3)
         self.stages = nn.ModuleList(
             BasicLayer(dim=embed_dim, depth=d, num_heads=h, window_size=(window_size,) * 3,
-                       drop_path=[0.0] * d, mlp_ratio=4.0, qkv_bias=True, downsample=None)
+                       drop_path=[0.0] * d, mlp_ratio=4.0, qkv_bias=True, downsample=None,
+                       use_flash_attention=True)  # fused SDPA when autograd is off (inference); same maths
             for d, h in zip(depths, num_heads)
         )
         self.norm = nn.LayerNorm(embed_dim)

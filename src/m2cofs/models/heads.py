@@ -50,7 +50,7 @@ def _swinunetr(in_channels, out_channels, feature_size, patch_size, depths=(2, 2
 
     return SwinUNETR(in_channels=in_channels, out_channels=out_channels, feature_size=feature_size,
                      depths=tuple(depths), num_heads=tuple(num_heads), window_size=window_size,
-                     use_checkpoint=False)
+                     use_checkpoint=False, use_flash_attention=True)
 
 
 @register_seg_head("unetr")
