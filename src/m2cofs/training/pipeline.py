@@ -225,7 +225,9 @@ class Trainer:
         if self.dist.is_main:
             self._say(f"data: {len(ids)} case(s) from {o.data} ({self.dataset.format}), modalities {', '.join(modalities)}, "
                       f"labels {self.convention.name} ({probe.convention_reason})")
-            workers = min(len(ids), max(1, (os.cpu_count() or 1)))
+            # One process under torchrun: the other ranks wait in a gloo barrier meanwhile, and a
+            # process pool beside that barrier has been seen to abort a rank on a loaded machine.
+            workers = 1 if self.dist.enabled else min(len(ids), max(1, (os.cpu_count() or 1)))
             self.cases: list[PreparedCase] = self.dataset.prepare_all(workers=workers, progress=o.progress)
         barrier(self.dist)
         if not self.dist.is_main:
