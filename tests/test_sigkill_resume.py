@@ -168,11 +168,8 @@ def test_sigkill_at_random_moments_then_resume_gives_the_same_weights(synth, ref
             stages = len(list((out / "stages").glob("[!.]*.safetensors"))) if (out / "stages").exists() else 0
             states.append((_steps_logged(out), stages, _leftovers(out) if out.exists() else ["(no run folder yet)"]))
             continue
-        rc = proc.wait(timeout=300)
+        rc = proc.wait(timeout=300)  # the last attempt, or one that finished before its planned kill
         assert rc == 0, log.read_text()[-3000:]
-        if kills < len(plan):  # finished before the planned moment: count it as a wasted plan entry
-            plan.pop(kills)
-            continue
         break
     print(f"\n{kills} SIGKILLs of {total} steps (steps logged, stages complete, what was left): {states}")
     assert kills >= KILLS - 1
