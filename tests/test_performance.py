@@ -94,11 +94,11 @@ def test_predict_array_runs_only_the_asked_for_heads():
     calls = {"fusion_head": 0, "seg_head": 0}
     for name in calls:
         getattr(model.net, name).register_forward_hook(lambda m, i, o, n=name: calls.__setitem__(n, calls[n] + 1))
-    image = np.random.default_rng(0).random((2, 70, 36, 34)).astype(np.float32)
+    image = np.random.default_rng(0).random((2, 66, 32, 32)).astype(np.float32)
     out = predict_array(model, image, tasks=["fusion"])
     assert set(out) == {"fused"} and calls["seg_head"] == 0 and calls["fusion_head"] > 0
     both = predict_array(model, image)
-    assert set(both) == {"fused", "seg_prob"} and both["seg_prob"].shape == (3, 70, 36, 34)
+    assert set(both) == {"fused", "seg_prob"} and both["seg_prob"].shape == (3, 66, 32, 32)
     np.testing.assert_allclose(both["fused"], out["fused"], rtol=1e-5, atol=1e-6)  # same Φ, F, ψ either way
 
 
@@ -127,3 +127,74 @@ def test_original_grid_memory_is_a_few_bytes_per_voxel(monkeypatch):
     assert pred.fused.shape == pred.label.shape == tuple(meta.original_shape)
     assert 0 < (pred.label > 0).sum() < 0.02 * voxels and pred.info["postprocess"]
     assert (peak - returned) / voxels < 12, f"{(peak - returned) / voxels:.1f} extra bytes per voxel"
+
+
+# ------------------------------------------------------------------------------------ training
+def _loop_run(run_dir, workers=0, channels_last=None, stop_after=None):
+    from m2cofs.data.labels import CONVENTIONS
+    from m2cofs.models import ModelConfig
+    from m2cofs.training.distributed import DistInfo
+    from m2cofs.training.engine import LoopSettings, run_loop
+    from m2cofs.training.patches import PatchDataset
+    from m2cofs.training.stage1_independent import SegmentationTask
+
+    tiny = ModelConfig(feature_channels=4, embed_dim=6, depths=(1,), num_heads=(2,), window_size=4, fusion_growth=4,
+                       fusion_channels=4, seg_head="unet", seg_feature_size=4)
+    rng = np.random.default_rng(0)
+    cases = []
+    for i in range(2):
+        img = rng.uniform(0, 1, (2, 36, 36, 36)).astype(np.float32)
+        lab = np.zeros((36, 36, 36), np.int16)
+        lab[10:24, 12:26, 8 + i:22 + i] = 2
+        meta = CaseMeta(id=f"c{i}", modalities=["t1ce", "flair"], original_shape=[36] * 3,
+                        original_affine=np.eye(4).tolist(), shape=[36] * 3, cropped_shape=[36] * 3)
+        cases.append(PreparedCase(f"c{i}", img, np.ones((36,) * 3, bool), lab, meta))
+    torch.manual_seed(0)
+    net = M2CoFSNet(2, 3, tiny, (32, 32, 32))
+    task = SegmentationTask(net, si_xi=1e-3)
+    ds = PatchDataset(cases, CONVENTIONS["brats2017"], (32, 32, 32), samples_per_case=3, seed=5, stage_key=2)
+    s = LoopSettings(epochs=1, batch_size=2, lr=1e-3, checkpoint_every=100, seed=5, progress=False, workers=workers,
+                     channels_last=channels_last, stop_after_steps=stop_after)
+    result = run_loop("perf_test", task, ds, s, run_dir, DistInfo(0, 1), stage_key=2, resume=stop_after is None and
+                      (run_dir / "checkpoints" / "perf_test.pt").exists())
+    return result, net
+
+
+def test_prefetched_batches_train_exactly_like_plain_ones(tmp_path):
+    """Batches cut by the prefetch thread (workers 0) or by a worker process give the same
+    losses and weights; the loop reports its data wait and voxel throughput."""
+    res_thread, net_thread = _loop_run(tmp_path / "a", workers=0)
+    res_worker, net_worker = _loop_run(tmp_path / "b", workers=1)
+    assert [r["loss"] for r in res_thread.history] == [r["loss"] for r in res_worker.history]
+    for (k, a), b in zip(net_thread.state_dict().items(), net_worker.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+    assert res_thread.steps == 3 and res_thread.voxels == 3 * 2 * 32**3
+    assert res_thread.step_seconds > 0 and 0 <= res_thread.data_share < 1 and res_thread.voxels_per_second > 0
+
+
+def test_channels_last_training_matches_and_saves_contiguous(tmp_path):
+    """The CUDA layout (channels_last_3d), forced on the CPU: same losses up to rounding, and the
+    weights are contiguous again when the loop returns (safetensors needs that)."""
+    ref, _ = _loop_run(tmp_path / "a", channels_last=False)
+    cl, net = _loop_run(tmp_path / "b", channels_last=True)
+    np.testing.assert_allclose([r["loss"] for r in cl.history], [r["loss"] for r in ref.history], rtol=1e-4, atol=1e-5)
+    assert all(p.is_contiguous() for p in net.parameters())
+
+
+def test_prefetch_stops_early_and_passes_errors_on():
+    from m2cofs.training.engine import _Prefetch
+
+    assert list(_Prefetch(iter(range(7)))) == list(range(7))
+    endless = _Prefetch(iter(range(10**9)), depth=2)
+    assert next(endless) == 0
+    endless.close()
+    assert not endless._thread.is_alive()
+
+    def broken():
+        yield 1
+        raise ValueError("bad patch")
+
+    feed = _Prefetch(broken())
+    assert next(feed) == 1
+    with pytest.raises(ValueError, match="bad patch"):
+        next(feed)
