@@ -66,7 +66,7 @@ def test_tables_mark_best_and_significance():
     assert "**0.9" in md and "†" in md  # best in bold, significant difference marked
     assert csv_text.splitlines()[0].startswith("method,Dice/WT mean")
     md_f, _ = _table(stats, ["m2cofs", "mean"], ["volume/Q_MI"])
-    assert "| mean | **0.700" in md_f  # the table says when a baseline wins
+    assert "| mean | 8 | **0.700" in md_f  # with n, the held-out cases behind the mean  # the table says when a baseline wins
 
 
 @pytest.mark.slow
@@ -75,6 +75,13 @@ def test_compare_end_to_end_tiny(tmp_path):
     assert main(["synth", str(data), "--cases", "3", "--size", "32", "--seed", "4"]) == 0
     args = ["compare", "--data", str(data), "--out", str(out), "--folds", "3", "--no-progress",
             "--methods", "m2cofs,mean,laplacian,average,no_stage3", *[x for s in TINY for x in ("--set", s)]]
+    # --fold runs one fold; the tables hold what is finished so far
+    assert main([*args, "--fold", "1"]) == 0
+    held1 = json.loads((out / "folds.json").read_text())["folds"][1]
+    assert set(json.loads((out / "results.json").read_text())["per_case"]["m2cofs"]) == set(held1)
+    assert not (out / "fold0").exists() and not (out / "fold2").exists()
+    assert "| M²-CoFS (θU) | 1 |" in (out / "table_fusion.md").read_text()
+    assert main([*args, "--fold", "3"]) == 2  # a clear error: folds are numbered 0..2
     assert main(args) == 0
     for name in ("table_fusion.md", "table_fusion.csv", "table_segmentation.md", "table_segmentation.csv",
                  "table_ablation.md", "weight_space.png", "index.html", "results.json", "folds.json"):

@@ -114,6 +114,7 @@ class CompareOptions:
     mode: str = "volume"
     progress: bool = True
     fisher_batches: int = 8
+    run_folds: list[int] | None = None  # train/predict only these folds (None: all); the tables use every finished one
 
 
 @dataclass
@@ -443,6 +444,17 @@ def weight_sets(ctx: FoldContext, methods: Sequence[str]) -> dict[str, dict[str,
 
 
 # ------------------------------------------------------------------------------------ running
+def select_folds(run_folds: Sequence[int] | None, k: int) -> set[int]:
+    """The fold indices to run (``--fold``, as in nnU-Net: several machines can each run some
+    folds into one shared output folder); all of them when none is given."""
+    if run_folds is None:
+        return set(range(k))
+    bad = [i for i in run_folds if not 0 <= i < k]
+    if bad:
+        raise M2CofsError(f"--fold {bad[0]} does not exist: folds are numbered 0 to {k - 1}")
+    return set(run_folds)
+
+
 def run_fold(ctx: FoldContext, methods: Sequence[str]) -> dict[str, Path]:
     """Predict and evaluate every method on this fold's held-out cases; returns metrics.csv paths."""
     from m2cofs.evaluation import evaluate
@@ -551,8 +563,8 @@ def _table(stats: dict, methods: Sequence[str], cols: Sequence[str]) -> tuple[st
         vals = [(stats["methods"][m][c]["mean"], m) for m in methods if c in stats["methods"].get(m, {})]
         if vals:
             best[c] = (max if hib.get(c, True) else min)(vals)[1]
-    md = ["| method | " + " | ".join(c.replace("volume/", "").replace("slice/", "") for c in cols) + " |",
-          "| --- |" + " --- |" * len(cols)]
+    md = ["| method | n | " + " | ".join(c.replace("volume/", "").replace("slice/", "") for c in cols) + " |",
+          "| --- | --- |" + " --- |" * len(cols)]
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["method", *[f"{c} mean" for c in cols], *[f"{c} std" for c in cols], *[f"{c} wilcoxon_p" for c in cols]])
@@ -572,7 +584,8 @@ def _table(stats: dict, methods: Sequence[str], cols: Sequence[str]) -> tuple[st
             if best.get(c) == m:
                 txt = f"**{txt}**"
             cells.append(txt)
-        md.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
+        n = max(e[c]["n"] for c in cols if c in e)  # held-out cases behind the means
+        md.append(f"| {LABELS.get(m, m)} | {n} | " + " | ".join(cells) + " |")
         w.writerow([m, *[e[c]["mean"] if c in e else "" for c in cols], *[e[c]["std"] if c in e and e[c]["std"] is not None else "" for c in cols],
                     *[(e[c].get("vs_m2cofs") or {}).get("wilcoxon_p") if c in e else "" for c in cols]])
     return "\n".join(md) + "\n", buf.getvalue()
@@ -684,11 +697,19 @@ def compare(opts: CompareOptions, log: Callable[[str], None] = print) -> dict:
         atomic_write_json(folds_json, {"ids": ids, "k": opts.folds, "folds": held, "methods": opts.methods,
                                        "preset": opts.preset, "overrides": opts.overrides})
     folds = [Fold(i, h, [c for c in ids if c not in h], out / f"fold{i}") for i, h in enumerate(held)]
+    selected = select_folds(opts.run_folds, len(folds))
     cache = out / "cache"
     per_method: dict[str, dict[str, dict[str, float]]] = {m: {} for m in opts.methods}
     sets_per_fold = []
     plugin_rows: dict[str, dict[str, dict[str, float]]] = {}
     for fold in folds:
+        if fold.index not in selected:  # run elsewhere or later: take what it has finished
+            done = {m: fold.dir / "eval" / m / "metrics.csv" for m in opts.methods}
+            done = {m: p for m, p in done.items() if p.exists()}
+            log(f"== fold {fold.index}: not selected (--fold); {len(done)} finished method(s) read")
+            for m, p in done.items():
+                per_method[m].update(read_metrics(p))
+            continue
         log(f"== fold {fold.index}: held out {', '.join(fold.test_ids)}; training on {len(fold.train_ids)} case(s)")
         ctx = FoldContext(opts, fold, cache, log)
         paths = run_fold(ctx, opts.methods)

@@ -26,6 +26,9 @@ def add_parser(sub) -> None:
     p.add_argument("--preset", default="lite", choices=PRESETS)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="training overrides (repeatable)")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds over cases (default 5)")
+    p.add_argument("--fold", action="append", default=None, metavar="I",
+                   help="run only fold I (repeatable or comma-separated, numbered from 0); the tables use every "
+                        "fold finished so far, so folds can run on several machines into one folder")
     p.add_argument("--mode", default="volume", choices=("volume", "slice"), help="fusion-metric mode (default volume)")
     p.add_argument("--format", default="auto", choices=FORMATS)
     p.add_argument("--labels", default="auto", choices=CONVENTION_CHOICES)
@@ -39,6 +42,18 @@ def run(args: argparse.Namespace) -> int:
 
     opts = CompareOptions(data=args.data, out=args.out, methods=parse_methods(args.methods), preset=args.preset,
                           overrides=args.set, folds=args.folds, format=args.format, labels=args.labels,
-                          modalities=modalities_arg(args.modalities), mode=args.mode, progress=not args.no_progress)
+                          modalities=modalities_arg(args.modalities), mode=args.mode, progress=not args.no_progress,
+                          run_folds=_fold_list(args.fold))
     compare(opts)
     return 0
+
+
+def _fold_list(values: list[str] | None) -> list[int] | None:
+    if not values:
+        return None
+    from m2cofs.errors import M2CofsError
+
+    try:
+        return sorted({int(v) for text in values for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise M2CofsError(f"--fold takes fold numbers such as 0 or 0,2, not {' '.join(values)!r}") from None
