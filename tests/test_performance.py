@@ -198,3 +198,26 @@ def test_prefetch_stops_early_and_passes_errors_on():
     assert next(feed) == 1
     with pytest.raises(ValueError, match="bad patch"):
         next(feed)
+
+
+# ------------------------------------------------------------------------------------ GPU check
+def test_gpu_check_script_runs_its_whole_path_on_the_cpu(tmp_path):
+    """benchmarks/gpu_check.py is only timed on a GPU; here it runs the same path (every stage,
+    a full prediction, the table and JSON) on the CPU so that it cannot rot between GPU loans."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run([sys.executable, str(script), "--device", "cpu", "--steps", "1", "--size", "40",
+                           "--volume", "48,40,32", "--out", str(out), "--work", str(tmp_path / "w")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert [s["stage"] for s in res["stages"]] == ["stage0_autoencoder", "stage1_fusion", "stage1_segmentation",
+                                                    "stage2_seg_to_fusion", "stage2_fusion_to_seg", "stage3_unification"]
+    assert all(s["steps"] >= 1 and s["voxels_per_s"] > 0 for s in res["stages"])
+    assert res["predict_volume"] == [48, 40, 32] and res["predict_seconds"] > 0
+    assert "| stage3_unification |" in proc.stdout
