@@ -131,6 +131,17 @@ def test_predict_writes_on_the_input_grid(tiny_run, synth, tmp_path):
     assert (out / HELD_OUT / f"{HELD_OUT}_preview.png").stat().st_size > 1000
     rec = json.loads((out / "predict.json").read_text())
     assert rec["modalities"] == ["t1ce", "flair"] and rec["postprocess"] is True
+    # --detail-transfer on/off is recorded; this model works on the input grid (data.spacing null), so
+    # there is no finer detail to take back: inside the head "on" is the network's fused volume itself
+    fused = {}
+    for setting in ("on", "off"):
+        dest = tmp_path / f"pred_{setting}"
+        assert main(["predict", "--model", str(tiny_run / "unified.ckpt"), "--input", str(synth), "--out", str(dest),
+                     "--ids", HELD_OUT, "--no-preview", "--detail-transfer", setting]) == 0
+        assert json.loads((dest / "predict.json").read_text())["cases"][HELD_OUT]["detail_transfer"] is (setting == "on")
+        fused[setting] = np.asarray(nib.load(str(dest / HELD_OUT / f"{HELD_OUT}_fused.nii.gz")).dataobj)
+    head = fused["on"] != 0
+    assert head.mean() > 0.05 and np.abs(fused["on"] - fused["off"])[head].max() < 1e-4
     # refuses to overwrite without --overwrite, and refuses to write into the input
     assert main(["predict", "--model", str(tiny_run / "unified.ckpt"), "--input", str(synth), "--out", str(out),
                  "--ids", HELD_OUT]) == 2

@@ -69,6 +69,8 @@ class InferenceConfig:
     postprocess: bool = True
     min_component_mm3: float = 100.0
     keep_largest_wt: bool = True
+    wt_keep_fraction: float = 0.5  # with keep_largest_wt, also keep WT components this fraction of the largest (1: it alone)
+    detail_transfer: str = "auto"  # auto | on | off: sources' detail finer than the model grid, max-abs rule
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,8 @@ def _check_ranges(cfg: Config, source: str) -> None:
     need(0 <= i.overlap < 1, "inference.overlap", "must be in [0, 1)")
     need(i.sw_batch_size >= 1, "inference.sw_batch_size", "must be >= 1")
     need(i.min_component_mm3 >= 0, "inference.min_component_mm3", "must be >= 0")
+    need(0 < i.wt_keep_fraction <= 1, "inference.wt_keep_fraction", "must be in (0, 1]")
+    need(i.detail_transfer in ("auto", "on", "off"), "inference.detail_transfer", "must be auto, on or off")
 
 
 def _build(d: dict[str, Any], source: str) -> Config:

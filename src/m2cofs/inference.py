@@ -31,7 +31,8 @@ import torch
 from m2cofs.checkpoint import load_model_file
 from m2cofs.config import Config
 from m2cofs.data.labels import LabelConvention, get_convention, labels_to_regions, regions_to_labels
-from m2cofs.data.preprocess import CaseMeta, PreparedCase, _resize, restore
+from m2cofs.data.loading import Case, foreground_mask
+from m2cofs.data.preprocess import CaseMeta, PreparedCase, PreprocessConfig, _resize, apply_intensity_range, restore
 from m2cofs.errors import M2CofsError
 from m2cofs.models.network import M2CoFSNet
 
@@ -180,13 +181,16 @@ def prob_to_regions(prob: np.ndarray, meta: CaseMeta, threshold: float = 0.5) ->
 
 
 def postprocess_regions(regions: np.ndarray, convention: LabelConvention, spacing, min_component_mm3: float,
-                        keep_largest_wt: bool) -> np.ndarray:
+                        keep_largest_wt: bool, keep_fraction: float = 1.0) -> np.ndarray:
     """Clean binary region masks (R, X, Y, Z) of a tumour convention (nested ET ⊂ TC ⊂ WT).
 
     Components smaller than ``min_component_mm3`` are removed from every region (MONAI's
-    ``RemoveSmallObjects`` with ``by_measure``); with ``keep_largest_wt`` only the largest
-    whole-tumour component is kept (``KeepLargestConnectedComponent``); TC and ET are then
-    clipped to WT. Tissue conventions are returned unchanged.
+    ``RemoveSmallObjects`` with ``by_measure``); with ``keep_largest_wt`` the largest
+    whole-tumour component is kept (``KeepLargestConnectedComponent``), and with
+    ``keep_fraction`` < 1 also every other component at least that fraction of its size — when
+    two components are alike in size nothing says which one is the tumour, and keeping only one
+    can throw the whole tumour away; TC and ET are then clipped to WT. Tissue conventions are
+    returned unchanged.
     """
     if not convention.nested or regions.size == 0:
         return regions
@@ -203,12 +207,24 @@ def postprocess_regions(regions: np.ndarray, convention: LabelConvention, spacin
     del anything
     out = np.zeros(regions.shape, dtype=np.uint8)
     out[(slice(None), *box)] = _postprocess_box(regions[(slice(None), *box)], convention, spacing, min_component_mm3,
-                                                keep_largest_wt)
+                                                keep_largest_wt, keep_fraction)
     return out
 
 
+def _keep_large_components(mask: np.ndarray, fraction: float) -> np.ndarray:
+    """The 26-connected components of ``mask`` at least ``fraction`` × the largest's size."""
+    from scipy import ndimage
+
+    lab, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    if n <= 1:
+        return mask.astype(bool)
+    sizes = np.bincount(lab.ravel())[1:]
+    keep = np.flatnonzero(sizes >= fraction * sizes.max()) + 1
+    return np.isin(lab, keep)
+
+
 def _postprocess_box(regions: np.ndarray, convention: LabelConvention, spacing, min_component_mm3: float,
-                     keep_largest_wt: bool) -> np.ndarray:
+                     keep_largest_wt: bool, keep_fraction: float = 1.0) -> np.ndarray:
     from monai.transforms import KeepLargestConnectedComponent, RemoveSmallObjects
 
     names = convention.region_names
@@ -224,7 +240,10 @@ def _postprocess_box(regions: np.ndarray, convention: LabelConvention, spacing, 
     if "WT" in names:
         wt = names.index("WT")
         if keep_largest_wt and t[wt].any():
-            t[wt] = torch.as_tensor(KeepLargestConnectedComponent(is_onehot=False, connectivity=3)(t[wt][None].int())[0]).bool()
+            if keep_fraction >= 1.0:
+                t[wt] = torch.as_tensor(KeepLargestConnectedComponent(is_onehot=False, connectivity=3)(t[wt][None].int())[0]).bool()
+            else:
+                t[wt] = torch.from_numpy(_keep_large_components(t[wt].numpy(), keep_fraction))
         for i in range(len(names)):
             if i != wt:
                 t[i] &= t[wt]
@@ -240,25 +259,70 @@ class CasePrediction:
     info: dict = field(default_factory=dict)
 
 
+def detail_transfer_wanted(setting: str, case: PreparedCase) -> bool:
+    """``inference.detail_transfer``: ``on``, ``off``, or ``auto`` — on when the model grid is
+    coarser than the input grid by more than a quarter along some axis (lite's 2 mm grid on 1 mm
+    scans), where the fused volume would otherwise be an upsampled, blurred one."""
+    if setting in ("on", "off"):
+        return setting == "on"
+    original = np.sqrt((np.array(case.meta.original_affine)[:3, :3] ** 2).sum(0))
+    if case.meta.ornt:  # the original axes in the model grid's (canonical) order
+        original = original[np.argsort(np.array(case.meta.ornt)[:, 0])]
+    return bool(np.max(np.array(case.meta.spacing) / original.clip(1e-6)) > 1.25)
+
+
+def transfer_detail(fused: np.ndarray, case: PreparedCase, source: Case, preprocess: PreprocessConfig) -> np.ndarray:
+    """Add to ``fused`` (on the original grid) the detail of the sources that the model grid
+    cannot hold, choosing per voxel the source whose detail is strongest (the max-abs rule of
+    Laplacian-pyramid fusion, Burt & Adelson 1983; here with one level whose base is the fused
+    volume). A source's detail is its full-resolution scaled image minus what the model saw of it
+    (the model-grid channel brought back to the original grid the way the fused volume is), so
+    nothing is added where the model grid already holds the image, and exactly the resampling
+    loss is added where it does not."""
+    fg = foreground_mask(source.images, source.mask)
+    best = np.zeros(fused.shape, np.float32)
+    for c, channel in enumerate(source.images):
+        full = apply_intensity_range(channel, fg, case.meta.intensity_range[c], preprocess)
+        full -= restore(case.image[c], case.meta, "image", fill=0.0)
+        np.copyto(best, full, where=np.abs(full) > np.abs(best))
+        del full
+    best += fused
+    best[~fg] = 0.0
+    return best
+
+
 def predict_case(model: LoadedModel, case: PreparedCase, out_convention: LabelConvention | None = None,
-                 device: str | torch.device = "cpu", postprocess: bool | None = None) -> CasePrediction:
-    """Predict one preprocessed case and bring the results back to its original grid."""
+                 device: str | torch.device = "cpu", postprocess: bool | None = None,
+                 source: Case | None = None, detail_transfer: str | None = None) -> CasePrediction:
+    """Predict one preprocessed case and bring the results back to its original grid.
+
+    ``source`` (the case as loaded, before preprocessing) lets the fused volume take back the
+    detail finer than the model grid (:func:`transfer_detail`), as ``detail_transfer`` (default:
+    the model's ``inference.detail_transfer``) asks; without it the fused volume is the model
+    grid's, resampled."""
     t0 = time.time()
     conv = out_convention or model.convention
     if len(conv.regions) != len(model.meta["regions"]) or list(conv.regions) != list(model.meta["regions"]):
         raise M2CofsError(f"--labels {conv.name} has regions {list(conv.regions)} but the model predicts {model.meta['regions']}")
     raw = predict_array(model, case.image, device)
     fused = label = None
+    info: dict[str, Any] = {}
     if "fused" in raw:
         fused = restore(raw.pop("fused"), case.meta, "image", fill=0.0).astype(np.float32, copy=False)
-    info: dict[str, Any] = {}
+        setting = detail_transfer or model.config.inference.detail_transfer
+        info["detail_transfer"] = source is not None and detail_transfer_wanted(setting, case)
+        if info["detail_transfer"]:
+            pre = PreprocessConfig.from_dict(model.meta["preprocessing"]) if "preprocessing" in model.meta else \
+                PreprocessConfig(spacing=model.config.data.spacing, intensity=model.config.data.intensity)
+            fused = transfer_detail(fused, case, source, pre)
     if "seg_prob" in raw:
         regions = prob_to_regions(raw.pop("seg_prob"), case.meta)
         inf = model.config.inference
         do_pp = inf.postprocess if postprocess is None else postprocess
         if do_pp:
             spacing = np.sqrt((np.array(case.meta.original_affine)[:3, :3] ** 2).sum(0))
-            regions = postprocess_regions(regions, conv, spacing, inf.min_component_mm3, inf.keep_largest_wt)
+            regions = postprocess_regions(regions, conv, spacing, inf.min_component_mm3, inf.keep_largest_wt,
+                                          inf.wt_keep_fraction)
         label = regions_to_labels(regions, conv)  # binary uint8 masks decode as their float copies would
         info["postprocess"] = bool(do_pp)
         info["region_voxels"] = dict(zip(conv.regions, labels_to_regions(label, conv).reshape(len(conv.regions), -1).sum(1).tolist()))

@@ -32,6 +32,9 @@ def add_parser(sub) -> None:
     pp.add_argument("--postprocess", dest="postprocess", action="store_true", default=None,
                     help="remove small components / keep the largest whole tumour (default: the model's setting)")
     pp.add_argument("--no-postprocess", dest="postprocess", action="store_false")
+    p.add_argument("--detail-transfer", choices=("auto", "on", "off"), default=None,
+                   help="add to the fused volume the sources' detail finer than the model grid (max-abs rule); "
+                        "default: the model's inference.detail_transfer (auto: when the model grid is coarser)")
     p.add_argument("--no-preview", action="store_true", help="skip the PNG previews")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs in OUT")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from m2cofs.data.dataset import MultiModalDataset
     from m2cofs.data.labels import get_convention
     from m2cofs.data.preprocess import PreprocessConfig, restore
-    from m2cofs.inference import load_model, predict_case
+    from m2cofs.inference import detail_transfer_wanted, load_model, predict_case
     from m2cofs.io import atomic_write_json, save_nifti
     from m2cofs.training.pipeline import check_output_folder
 
@@ -83,7 +86,10 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.time()
         for i in tqdm(range(len(ds)), desc="predict", unit="case"):
             case = ds.prepared(i)
-            pred = predict_case(model, case, conv, device, args.postprocess)
+            setting = args.detail_transfer or model.config.inference.detail_transfer
+            source = ds.load_raw(i) if "fusion" in model.tasks and detail_transfer_wanted(setting, case) else None
+            pred = predict_case(model, case, conv, device, args.postprocess, source=source, detail_transfer=setting)
+            del source
             folder = staging / case.id
             aff = np.array(case.meta.original_affine)
             header = case.meta.nifti_header()
@@ -103,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         if model.config.inference and record["postprocess"] is not None:
             inf = model.config.inference
             record["postprocess_settings"] = {"min_component_mm3": inf.min_component_mm3,
-                                              "keep_largest_wt": inf.keep_largest_wt}
+                                              "keep_largest_wt": inf.keep_largest_wt, "wt_keep_fraction": inf.wt_keep_fraction}
         for cid in ds.ids:
             _move_into_place(staging, cid, out)
         atomic_write_json(out / "predict.json", record)

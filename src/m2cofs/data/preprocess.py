@@ -177,9 +177,18 @@ def scale_intensity(vol: np.ndarray, fg: np.ndarray, cfg: PreprocessConfig) -> t
         hi = float(vals.max())
         if hi - lo < 1e-8:
             hi = lo + 1.0
+    return apply_intensity_range(vol, fg, (lo, hi), cfg), (lo, hi)
+
+
+def apply_intensity_range(vol: np.ndarray, fg: np.ndarray, lo_hi: Sequence[float], cfg: PreprocessConfig) -> np.ndarray:
+    """Scale ``vol`` with a (lo, hi) that :func:`scale_intensity` chose (e.g. on another grid of
+    the same image), exactly as it scales: the same volume on another grid gets the same scale."""
+    lo, hi = float(lo_hi[0]), float(lo_hi[1])
+    if cfg.intensity == "minmax":
+        return ((np.clip(vol, 0, None) - lo) / max(hi, 1e-8)).astype(np.float32)
     out = np.clip((vol - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
     out[~fg] = 0.0
-    return out, (lo, hi)
+    return out
 
 
 def preprocess_case(case: Case, cfg: PreprocessConfig = PreprocessConfig()) -> PreparedCase:

@@ -1,0 +1,78 @@
+"""Inference details that shape the written volumes: detail transfer onto the input grid and the
+whole-tumour component rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from m2cofs.data.labels import get_convention
+from m2cofs.data.loading import Case, foreground_mask
+from m2cofs.data.preprocess import PreprocessConfig, apply_intensity_range, preprocess_case, restore
+from m2cofs.inference import detail_transfer_wanted, postprocess_regions, transfer_detail
+
+
+def _case(shape=(48, 44, 40), zooms=(1.0, 1.0, 1.0), seed=0, same=False) -> Case:
+    """A head with fine stripes (detail a 2 mm grid cannot hold) in two modalities."""
+    rng = np.random.default_rng(seed)
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    head = (x**2 + y**2 + z**2) < 0.8
+    a = np.where(head, 100 + 40 * (np.sin(9 * np.pi * x) > 0) + rng.normal(0, 2, shape), 0)
+    b = a.copy() if same else np.where(head, 80 + 50 * (np.sin(7 * np.pi * y) > 0) + rng.normal(0, 2, shape), 0)
+    images = np.stack([a, b]).astype(np.float32)
+    return Case(id="c", modalities=["t1ce", "flair"], images=images, affine=np.diag([*zooms, 1.0]), header=None,
+                label=None, mask=None, files={})
+
+
+def test_detail_transfer_gives_back_the_full_resolution_source_exactly():
+    """Two identical channels and a fused volume that is just what the model grid holds of them:
+    the transferred detail is exactly what the 2 mm grid lost, so the result is the source."""
+    pre = PreprocessConfig(spacing=(2.0, 2.0, 2.0))
+    src = _case(same=True)
+    case = preprocess_case(src, pre)
+    low = restore(case.image[0], case.meta, "image", fill=0.0)
+    out = transfer_detail(low, case, src, pre)
+    fg = foreground_mask(src.images)
+    expected = apply_intensity_range(src.images[0], fg, case.meta.intensity_range[0], pre)  # the model grid's scale
+    inside = src.images[0] > 0
+    np.testing.assert_allclose(out[inside], expected[inside], atol=1e-5)
+    assert np.abs(low[inside] - expected[inside]).max() > 0.2  # the grid alone loses the stripes
+
+
+def test_detail_transfer_adds_the_stronger_detail_and_nothing_on_the_model_grid():
+    pre2 = PreprocessConfig(spacing=(2.0, 2.0, 2.0))
+    src = _case()
+    case = preprocess_case(src, pre2)
+    fused = restore(case.image.mean(0), case.meta, "image", fill=0.0)
+    out = transfer_detail(fused, case, src, pre2)
+    grad = lambda v: sum(np.abs(np.diff(v, axis=a)).sum() for a in range(3))  # noqa: E731
+    assert grad(out) > 1.5 * grad(fused)  # the stripes of both sources come back
+    # on the model's own grid (no resampling) there is nothing to transfer
+    pre1 = PreprocessConfig(spacing=None)
+    case1 = preprocess_case(src, pre1)
+    fused1 = restore(case1.image.mean(0), case1.meta, "image", fill=0.0)
+    np.testing.assert_allclose(transfer_detail(fused1, case1, src, pre1), fused1, atol=1e-6)
+
+
+def test_detail_transfer_auto_means_a_coarser_model_grid():
+    src = _case(zooms=(1.0, 1.0, 3.0))
+    assert detail_transfer_wanted("auto", preprocess_case(src, PreprocessConfig(spacing=(2.0, 2.0, 2.0))))
+    coarse_in_plane = preprocess_case(src, PreprocessConfig(spacing=(1.0, 1.0, 3.0)))
+    assert not detail_transfer_wanted("auto", coarse_in_plane)
+    assert detail_transfer_wanted("on", coarse_in_plane) and not detail_transfer_wanted("off", coarse_in_plane)
+
+
+@pytest.mark.parametrize("fraction, kept", [(1.0, {"big"}), (0.5, {"big", "twin"}), (0.04, {"big", "twin", "small"})])
+def test_whole_tumour_components_alike_in_size_are_both_kept(fraction, kept):
+    conv = get_convention("brats2013")
+    wt = np.zeros((60, 40, 40), bool)
+    parts = {"big": (slice(2, 22), slice(5, 25), slice(5, 25)),      # 8000 voxels
+             "twin": (slice(30, 49), slice(5, 25), slice(5, 25)),    # 7600: alike in size
+             "small": (slice(52, 58), slice(30, 38), slice(30, 38))}  # 384
+    for sl in parts.values():
+        wt[sl] = True
+    regions = np.stack([wt, wt, wt]).astype(np.uint8)
+    out = postprocess_regions(regions, conv, (1.0, 1.0, 1.0), 10.0, True, fraction)
+    assert {name for name, sl in parts.items() if out[2][sl].all()} == kept
+    assert out[2].sum() == sum(wt[parts[k]].sum() for k in kept)
+    np.testing.assert_array_equal(out[0], out[2])  # ET, TC clipped to WT
