@@ -14,6 +14,7 @@ from m2cofs.checkpoint import load_model_file
 from m2cofs.cli import main
 from m2cofs.data import MultiModalDataset, PreprocessConfig
 from m2cofs.data.labels import labels_to_regions
+from m2cofs.errors import M2CofsError
 from m2cofs.inference import load_model, predict_array
 from m2cofs.losses import fusion_loss
 from m2cofs.models import M2CoFSNet
@@ -177,3 +178,20 @@ def test_interrupted_run_needs_resume(synth, tmp_path):
         train(_opts(synth, out, stop_after_steps=2))
     assert main(["train", "--data", str(synth), "--out", str(out), "--exclude", HELD_OUT, "--no-progress",
                  *[x for s in TINY for x in ("--set", s)]]) == 2
+
+
+def test_resume_accepts_new_inference_settings_but_not_new_training_ones(synth, tmp_path):
+    """A run recorded before inference settings changed (or were added) still resumes; one
+    recorded with another training setting does not."""
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(_opts(synth, out, stop_after_steps=1))
+    info = json.loads((out / "run.json").read_text())
+    info["config"]["inference"] = {"overlap": 0.25}  # older run.json: fewer keys, another overlap
+    (out / "run.json").write_text(json.dumps(info))
+    with pytest.raises(KeyboardInterrupt):  # resumes: the check passed, training went on
+        train(_opts(synth, out, resume=True, stop_after_steps=1))
+    info["config"]["train"]["lr"] = 0.5
+    (out / "run.json").write_text(json.dumps(info))
+    with pytest.raises(M2CofsError, match="different config"):
+        train(_opts(synth, out, resume=True, stop_after_steps=1))

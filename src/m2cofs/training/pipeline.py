@@ -80,6 +80,20 @@ def parse_stages(text: str) -> list[int]:
     return stages
 
 
+def _training_config(d: dict | None) -> dict | None:
+    """What of a run's recorded config shapes its weights: read through today's Config (keys
+    added since take their defaults) without the inference section, which only acts at predict
+    time — so a run resumes across such changes."""
+    if d is None:
+        return None
+    try:
+        out = Config.from_dict(d, source="run.json").to_dict()
+    except M2CofsError:
+        return d
+    out.pop("inference", None)
+    return out
+
+
 @dataclass
 class TrainOptions:
     data: str
@@ -253,7 +267,9 @@ class Trainer:
         if path.exists() and self.dist.is_main:
             old = json.loads(path.read_text())
             keys = ("modalities", "label_convention", "cases", "preprocessing", "config")
-            diff = [k for k in keys if old.get(k) != info.get(k)]
+            diff = [k for k in keys if k != "config" and old.get(k) != info.get(k)]
+            if _training_config(old.get("config")) != _training_config(info["config"]):
+                diff.append("config")
             if diff:
                 raise M2CofsError(f"holds a run with different {', '.join(diff)}; use another --out or pass --overwrite", self.out)
         if self.dist.is_main:
