@@ -64,3 +64,22 @@ def tiny_dataset(tmp_path: Path) -> Path:
     for i in range(3):
         make_case(root, f"case{i}", seed=i)
     return root
+
+
+def tiny_prepared_cases(size: int = 36, clip: bool = False, n: int = 2):
+    """``n`` preprocessed two-modality cases (t1ce, flair) of ``size``³ voxels: noise, an oedema
+    block (label 2) a little shifted per case, an enhancing core (4) brighter on FLAIR."""
+    from m2cofs.data.preprocess import CaseMeta, PreparedCase
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for i in range(n):
+        img = rng.uniform(0, 1, (2, size, size, size)).astype(np.float32)
+        lab = np.zeros((size,) * 3, np.int16)
+        lab[10:24, 12:26, 8 + i:22 + i] = 2
+        lab[14:20, 15:21, 12:18] = 4
+        img[1][lab > 0] = np.clip(img[1][lab > 0] + 0.5, 0, 1) if clip else img[1][lab > 0] + 0.5
+        meta = CaseMeta(id=f"c{i}", modalities=["t1ce", "flair"], original_shape=[size] * 3,
+                        original_affine=np.eye(4).tolist(), shape=[size] * 3, cropped_shape=[size] * 3)
+        cases.append(PreparedCase(f"c{i}", img, np.ones((size,) * 3, bool), lab, meta))
+    return cases

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from conftest import tiny_prepared_cases
 from m2cofs.baselines import (CLASSICAL_FUSION, JointTask, PeerTask, average, build_peer, diagonal_fisher,
                               fisher_merging, fuse_laplacian, fuse_max, fuse_mean, fuse_pca, make_continual_task,
                               shared_initialisation, task_arithmetic, ties_merging)
@@ -19,7 +20,7 @@ from m2cofs.baselines.continual import bernoulli_kl_with_logits, first_task_fish
 from m2cofs.baselines.merging import trim_top_magnitude
 from m2cofs.config import TrainConfig
 from m2cofs.data.labels import CONVENTIONS
-from m2cofs.data.preprocess import CaseMeta, PreparedCase
+from m2cofs.data.preprocess import PreparedCase
 from m2cofs.models import M2CoFSNet, ModelConfig
 from m2cofs.training.distributed import DistInfo
 from m2cofs.training.engine import LoopSettings, StageTask, run_loop
@@ -239,18 +240,7 @@ def test_shared_initialisation_is_the_pipelines_theta0():
 
 # ------------------------------------------------------------------------------ training tasks
 def _cases() -> list[PreparedCase]:
-    rng = np.random.default_rng(0)
-    cases = []
-    for i in range(2):
-        img = rng.uniform(0, 1, (2, 34, 34, 34)).astype(np.float32)
-        lab = np.zeros((34, 34, 34), np.int16)
-        lab[10:24, 12:26, 8 + i:22 + i] = 2
-        lab[14:20, 15:21, 12:18] = 4
-        img[1][lab > 0] = np.clip(img[1][lab > 0] + 0.5, 0, 1)
-        meta = CaseMeta(id=f"c{i}", modalities=["t1ce", "flair"], original_shape=[34, 34, 34],
-                        original_affine=np.eye(4).tolist(), shape=[34, 34, 34], cropped_shape=[34, 34, 34])
-        cases.append(PreparedCase(f"c{i}", img, np.ones((34, 34, 34), bool), lab, meta))
-    return cases
+    return tiny_prepared_cases(34, clip=True)
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from conftest import tiny_prepared_cases
 from m2cofs.data.labels import CONVENTIONS
-from m2cofs.data.preprocess import CaseMeta, PreparedCase
+from m2cofs.data.preprocess import PreparedCase
 from m2cofs.models import M2CoFSNet, ModelConfig
 from m2cofs.training.distributed import DistInfo
 from m2cofs.training.engine import LoopSettings, read_log, run_loop
@@ -27,18 +28,7 @@ TINY = ModelConfig(feature_channels=4, embed_dim=6, depths=(1,), num_heads=(2,),
 
 
 def _cases() -> list[PreparedCase]:
-    rng = np.random.default_rng(0)
-    cases = []
-    for i in range(2):
-        img = rng.uniform(0, 1, (2, 36, 36, 36)).astype(np.float32)
-        lab = np.zeros((36, 36, 36), np.int16)
-        lab[10:24, 12:26, 8 + i:22 + i] = 2
-        lab[14:20, 15:21, 12:18] = 4
-        img[1][lab > 0] += 0.5
-        meta = CaseMeta(id=f"c{i}", modalities=["t1ce", "flair"], original_shape=[36, 36, 36],
-                        original_affine=np.eye(4).tolist(), shape=[36, 36, 36], cropped_shape=[36, 36, 36])
-        cases.append(PreparedCase(f"c{i}", img, np.ones((36, 36, 36), bool), lab, meta))
-    return cases
+    return tiny_prepared_cases(36)
 
 
 def _train(run_dir: Path, rank: int, world: int, batch: int) -> dict[str, torch.Tensor]:
@@ -75,8 +65,11 @@ def test_two_gloo_processes_agree_and_match_one_process(tmp_path):
     ddp_log, one_log = read_log(ddp_dir / "logs" / "ddp_test.csv"), read_log(single_dir / "logs" / "ddp_test.csv")
     assert len(ddp_log) == len(one_log) == 4
     np.testing.assert_allclose([r["loss"] for r in ddp_log], [r["loss"] for r in one_log], rtol=1e-4)
+    # Adam on float sums in another order: where a gradient is near zero its normalised step can
+    # differ by up to one step (lr); everywhere else the weights agree to rounding
     for k in r0:
-        torch.testing.assert_close(r0[k], single[k], rtol=1e-3, atol=1e-4)  # Adam on float sums in another order
+        torch.testing.assert_close(r0[k], single[k], rtol=0, atol=1e-3)
+        assert (r0[k] - single[k]).abs().mean() < 1e-4, k  # a tenth of one step
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_prepared_cases
 from m2cofs.config import load_config
 from m2cofs.data.labels import get_convention
 from m2cofs.data.preprocess import CaseMeta, PreparedCase, restore
@@ -140,15 +141,7 @@ def _loop_run(run_dir, workers=0, channels_last=None, stop_after=None):
 
     tiny = ModelConfig(feature_channels=4, embed_dim=6, depths=(1,), num_heads=(2,), window_size=4, fusion_growth=4,
                        fusion_channels=4, seg_head="unet", seg_feature_size=4)
-    rng = np.random.default_rng(0)
-    cases = []
-    for i in range(2):
-        img = rng.uniform(0, 1, (2, 36, 36, 36)).astype(np.float32)
-        lab = np.zeros((36, 36, 36), np.int16)
-        lab[10:24, 12:26, 8 + i:22 + i] = 2
-        meta = CaseMeta(id=f"c{i}", modalities=["t1ce", "flair"], original_shape=[36] * 3,
-                        original_affine=np.eye(4).tolist(), shape=[36] * 3, cropped_shape=[36] * 3)
-        cases.append(PreparedCase(f"c{i}", img, np.ones((36,) * 3, bool), lab, meta))
+    cases = tiny_prepared_cases(36)
     torch.manual_seed(0)
     net = M2CoFSNet(2, 3, tiny, (32, 32, 32))
     task = SegmentationTask(net, si_xi=1e-3)
