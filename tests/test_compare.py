@@ -74,7 +74,7 @@ def test_compare_end_to_end_tiny(tmp_path):
     data, out = tmp_path / "data", tmp_path / "cmp"
     assert main(["synth", str(data), "--cases", "3", "--size", "32", "--seed", "4"]) == 0
     args = ["compare", "--data", str(data), "--out", str(out), "--folds", "3", "--no-progress",
-            "--methods", "m2cofs,mean,laplacian,average,no_stage3", *[x for s in TINY for x in ("--set", s)]]
+            "--methods", "m2cofs,mean,laplacian,average,no_stage3,plugin_unet", *[x for s in TINY for x in ("--set", s)]]
     # --fold runs one fold; the tables hold what is finished so far
     assert main([*args, "--fold", "1"]) == 0
     held1 = json.loads((out / "folds.json").read_text())["folds"][1]
@@ -93,6 +93,11 @@ def test_compare_end_to_end_tiny(tmp_path):
     for label in ("M²-CoFS", "mean", "Laplacian pyramid", "average θF, θS", "w/o Stage III"):
         assert label in fusion
     assert "Laplacian" not in (out / "table_segmentation.md").read_text()  # fusion-only methods have no Dice
+    plugin = (out / "table_plugin.md").read_text()
+    assert "unet + M²-CoFS" in plugin and "unet alone" in plugin
+    for stage in ("stage0_autoencoder", "stage1_fusion"):  # the head never sees these: reused, not retrained
+        a = (out / "fold0" / "m2cofs" / "stages" / f"{stage}.safetensors").read_bytes()
+        assert (out / "fold0" / "methods" / "plugin_unet" / "stages" / f"{stage}.safetensors").read_bytes() == a
     # resumable: a second call reuses everything and gives the same numbers
     mtime = (out / "fold0" / "eval" / "m2cofs" / "metrics.csv").stat().st_mtime_ns
     assert main(args) == 0

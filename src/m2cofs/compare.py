@@ -419,11 +419,10 @@ def model_for(name: str, ctx: FoldContext) -> Path | None:
                                                                     s2.SEG_TO_FUSION, s2.FUSION_TO_SEG], [3])
     if name.startswith("plugin_"):
         head = name[len("plugin_"):]
-        run = ctx.method_dir(name)
-        if not (run / "unified.ckpt").exists():
-            over = [*ctx.opts.overrides, f"model.seg_head={head}", f"model.seg_feature_size={PLUGIN_HEADS[head]}"]
-            ctx._Trainer(ctx._train_opts(run, over, resume=True)).run()
-        return run / "unified.ckpt"
+        # Stage 0 and the fusion path of Stage I never see the segmentation head: the fold's own
+        # results are reused, and the rest is trained with this head
+        return ctx.derived_run(name, [f"model.seg_head={head}", f"model.seg_feature_size={PLUGIN_HEADS[head]}"],
+                               ["stage0_autoencoder", s1.FUSION], [0, 1, 2, 3])
     return None
 
 
