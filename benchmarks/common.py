@@ -122,6 +122,15 @@ def matmul_gflops(n: int = 4096, repeats: int = 5) -> float:
 
 
 def peak_rss_mib() -> float:
+    """This process's peak resident memory (MiB): VmHWM, the high-water mark of its own address
+    space. Not ``ru_maxrss``: Linux carries that across fork + exec, so a child started by a
+    large parent would report the parent's size."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -210,13 +219,15 @@ def write_synthetic_case(root: Path, case_id: str, shape: tuple[int, int, int], 
 def run_measured(argv: list[str], env_threads: int, cwd: Path | None = None, timeout: float | None = None) -> dict:
     """Run ``python -m m2cofs ARGV`` in a fresh process; its wall time and peak RSS (MiB)."""
     code = (
-        "import json, resource, sys, time\n"
+        "import json, sys, time\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
+        "from common import peak_rss_mib\n"
         "from m2cofs.cli import main\n"
         "t = time.perf_counter()\n"
         f"rc = main({argv!r})\n"
         "dt = time.perf_counter() - t\n"
         "print('BENCH ' + json.dumps({'rc': rc, 'seconds': dt, "
-        "'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
+        "'peak_rss_mib': peak_rss_mib()}))\n"
     )
     env = thread_env(env_threads)
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
