@@ -129,7 +129,7 @@ class FoldContext:
     """One fold: its M²-CoFS run (the Trainer, stage results) and helpers for the methods."""
 
     def __init__(self, opts: CompareOptions, fold: Fold, cache: Path, log: Callable[[str], None]):
-        from m2cofs.training.pipeline import TrainOptions, Trainer
+        from m2cofs.training.pipeline import Trainer
 
         self.opts, self.fold, self.log = opts, fold, log
         self.cache = cache
@@ -140,7 +140,6 @@ class FoldContext:
         self.train_seconds = time.time() - t0
         summary = json.loads((self.run_dir / "summary.json").read_text())
         self.m2cofs_seconds = float(sum(summary.get("stage_seconds", {}).values())) or self.train_seconds
-        self._TrainOptions, self._Trainer = TrainOptions, Trainer
 
     def _train_opts(self, out: Path, overrides: list[str], resume: bool = True, stages=(0, 1, 2, 3)):
         from m2cofs.training.pipeline import TrainOptions
@@ -163,6 +162,7 @@ class FoldContext:
         """A run that starts from this fold's stage results (copied) and trains ``stages``
         with ``overrides``; ``fake`` writes given tensors as stage results (skipping a stage)."""
         from m2cofs.checkpoint import save_tensors
+        from m2cofs.training.pipeline import Trainer
 
         run = self.method_dir(name)
         if not (run / "unified.ckpt").exists():
@@ -176,8 +176,7 @@ class FoldContext:
                 dst = run / "stages" / f"{st}.safetensors"
                 if not dst.exists():
                     save_tensors(dst, tensors, {"stage": st, "note": f"stands in for {st} ({name})"})
-            tr = self._Trainer(self._train_opts(run, [*self.opts.overrides, *overrides], resume=True, stages=stages))
-            tr.run()
+            Trainer(self._train_opts(run, [*self.opts.overrides, *overrides], resume=True, stages=stages)).run()
         return run / "unified.ckpt"
 
 

@@ -42,6 +42,7 @@ import numpy as np
 from m2cofs.data.labels import LabelConvention
 from m2cofs.data.layouts import CaseSpec, strip_nifti_suffix
 from m2cofs.errors import M2CofsError
+from m2cofs.io import is_inside
 from m2cofs.metrics.segmentation import SEG_METRICS, region_metrics, spacing_from_affine
 from m2cofs.metrics.segmentation import HIGHER_IS_BETTER as SEG_HIGHER_IS_BETTER
 
@@ -419,11 +420,6 @@ class EvaluationResult:
     written: list[Path]
 
 
-def _inside(child: Path, parent: Path) -> bool:
-    c, p = os.path.realpath(child), os.path.realpath(parent)
-    return c == p or c.startswith(p.rstrip(os.sep) + os.sep)
-
-
 def _data_folder(data: Path) -> Path | None:
     """The folder REPORT must stay out of: DATA itself, or a Decathlon dataset.json's folder
     (a datalist JSON may sit anywhere, next to unrelated folders)."""
@@ -489,7 +485,7 @@ def evaluate(
     if not data.exists():
         raise M2CofsError("no such file or folder", data)
     folder = _data_folder(data)
-    if folder is not None and _inside(out, folder):
+    if folder is not None and is_inside(out, folder):
         raise M2CofsError("the report folder must not be the dataset folder or inside it (--out)", out)
     if out.exists() and not out.is_dir():
         raise M2CofsError("--out exists and is not a folder", out)

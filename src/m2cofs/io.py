@@ -100,6 +100,12 @@ def clean_stale_temps(folder: str | os.PathLike, recursive: bool = True) -> list
     return removed
 
 
+def is_inside(child: str | os.PathLike, parent: str | os.PathLike) -> bool:
+    """True when ``child`` is ``parent`` or lies inside it (links resolved)."""
+    c, p = Path(child).resolve(), Path(parent).resolve()
+    return c == p or p in c.parents
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from m2cofs.data.labels import get_convention
     from m2cofs.data.preprocess import PreprocessConfig, restore
     from m2cofs.inference import detail_transfer_wanted, load_model, predict_case
-    from m2cofs.io import atomic_write_json, save_nifti
+    from m2cofs.io import atomic_write_json, is_inside, save_nifti
     from m2cofs.training.pipeline import check_output_folder
 
     out = Path(args.out)
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                           "pass --overwrite to replace them", out)
     inputs = [Path(args.model)] + [f for c in ds.cases for f in _case_files(c)]
     for cid in existing:
-        held = [f for f in inputs if _inside(f, out / cid)]
+        held = [f for f in inputs if is_inside(f, out / cid)]
         if held:
             raise M2CofsError(f"--overwrite would replace {out / cid}, which holds the input file {held[0]}", out)
     record = {"model": str(Path(args.model).resolve()), "model_sha256": model.meta.get("sha256"),
@@ -84,10 +84,15 @@ def run(args: argparse.Namespace) -> int:
     staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out))
     try:
         t0 = time.time()
+        setting = args.detail_transfer or model.config.inference.detail_transfer
+        may_transfer = "fusion" in model.tasks and setting != "off"
         for i in tqdm(range(len(ds)), desc="predict", unit="case"):
-            case = ds.prepared(i)
-            setting = args.detail_transfer or model.config.inference.detail_transfer
-            source = ds.load_raw(i) if "fusion" in model.tasks and detail_transfer_wanted(setting, case) else None
+            if may_transfer:  # detail transfer needs the loaded case too: read the files once
+                case, source = ds.prepared_with_source(i)
+                if not detail_transfer_wanted(setting, case):
+                    source = None
+            else:
+                case, source = ds.prepared(i), None
             pred = predict_case(model, case, conv, device, args.postprocess, source=source, detail_transfer=setting)
             del source
             folder = staging / case.id
@@ -128,11 +133,6 @@ STAGING_PREFIX = ".predict-partial-"
 
 def _case_files(spec) -> list[Path]:
     return [r.path for r in spec.images.values()] + [p for p in (spec.label, spec.mask) if p is not None]
-
-
-def _inside(child: Path, parent: Path) -> bool:
-    child, parent = child.resolve(), parent.resolve()
-    return child == parent or parent in child.parents
 
 
 def _move_into_place(staging: Path, cid: str, out: Path) -> None:

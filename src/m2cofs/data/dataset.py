@@ -198,6 +198,14 @@ class MultiModalDataset:
         return _prepare_one((spec, self.modalities, self.convention, self.resample_to, self.preprocess,
                              self._cache_path(spec), self.load_labels))
 
+    def prepared_with_source(self, index: int) -> tuple[PreparedCase, Case]:
+        """The preprocessed case and the loaded case it comes from, the files read once (for
+        work that needs both grids, e.g. detail transfer at prediction; the cache is not used)."""
+        if self.preprocess is None:
+            raise ValueError("this dataset was made with preprocess=None; use load_raw()")
+        source = self.load_raw(index)
+        return preprocess_case(source, self.preprocess), source
+
     def prepare_all(self, workers: int = 1, progress: bool = False) -> list[PreparedCase]:
         """Preprocess every case (in ``workers`` processes), filling the cache; returns them all."""
         if self.preprocess is None:

@@ -35,7 +35,7 @@ from m2cofs.data.dataset import MultiModalDataset
 from m2cofs.data.labels import LabelConvention
 from m2cofs.data.preprocess import PreparedCase, PreprocessConfig
 from m2cofs.errors import M2CofsError
-from m2cofs.io import atomic_write_json, clean_stale_temps
+from m2cofs.io import atomic_write_json, clean_stale_temps, is_inside
 from m2cofs.models.network import M2CoFSNet
 from m2cofs.training import stage0_autoencoder as s0
 from m2cofs.training import stage1_independent as s1
@@ -116,11 +116,6 @@ class TrainOptions:
     stop_after_steps: int | None = None  # test hook: simulate an interruption
 
 
-def _inside(child: Path, parent: Path) -> bool:
-    child, parent = child.resolve(), parent.resolve()
-    return child == parent or parent in child.parents
-
-
 def _data_root(data: Path) -> Path:
     return data if data.is_dir() else data.parent
 
@@ -128,7 +123,7 @@ def _data_root(data: Path) -> Path:
 def check_output_folder(out: Path, data: Path) -> None:
     """Refuse an output folder that is, or is inside, the input data."""
     data_root = _data_root(data)
-    if _inside(out, data_root):
+    if is_inside(out, data_root):
         raise M2CofsError(f"the output folder must not be the input folder or inside it ({data_root})", out)
 
 
@@ -141,7 +136,7 @@ class Trainer:
         self.out = Path(opts.out)
         self.cfg: Config = load_config(opts.preset, opts.config_file, opts.overrides)
         check_output_folder(self.out, Path(opts.data))
-        if opts.cache_dir is not None and _inside(Path(opts.cache_dir), _data_root(Path(opts.data))):
+        if opts.cache_dir is not None and is_inside(Path(opts.cache_dir), _data_root(Path(opts.data))):
             raise M2CofsError("--cache-dir must not be the input folder or inside it", opts.cache_dir)
         created = self.dist.is_main and not self.out.exists()
         had_cache = (self.out / "cache").exists()
@@ -179,7 +174,7 @@ class Trainer:
             if self.opts.overwrite:
                 data_root = _data_root(Path(self.opts.data))
                 for item in RUN_ITEMS:
-                    if item != "cache" and (self.out / item).exists() and _inside(data_root, self.out / item):
+                    if item != "cache" and (self.out / item).exists() and is_inside(data_root, self.out / item):
                         raise M2CofsError(f"--overwrite would delete {self.out / item}, which holds the input data",
                                           self.out)
 
