@@ -83,3 +83,14 @@ def tiny_prepared_cases(size: int = 36, clip: bool = False, n: int = 2):
                         original_affine=np.eye(4).tolist(), shape=[size] * 3, cropped_shape=[size] * 3)
         cases.append(PreparedCase(f"c{i}", img, np.ones((size,) * 3, bool), lab, meta))
     return cases
+
+
+# A tiny network and schedule (22 optimiser steps over the four stages, a checkpoint after every
+# step): the run the reliability and SIGKILL tests interrupt and resume.
+TINY_RUN = [
+    "model.feature_channels=4", "model.embed_dim=6", "model.depths=[1]", "model.num_heads=[2]", "model.window_size=4",
+    "model.fusion_growth=4", "model.fusion_channels=4", "model.seg_head=unet", "model.seg_feature_size=4",
+    "data.spacing=null", "data.patch_size=[32,32,32]", "data.batch_size=2", "data.samples_per_case=2",
+    "train.lr=0.003", "train.checkpoint_every=1",
+    "train.epochs.stage0=1", "train.epochs.stage1=2", "train.epochs.stage2=2", "train.epochs.stage3=2",
+]

@@ -23,7 +23,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import make_case, write_nifti
+from conftest import TINY_RUN, make_case, write_nifti
 from test_data_loading import (
     _affine_mismatch,
     _all_zero,
@@ -49,14 +49,7 @@ from m2cofs.models.network import M2CoFSNet
 from m2cofs.training.engine import load_training_state
 from m2cofs.training.pipeline import TrainOptions, train
 
-# The network and schedule of test_sigkill_resume: a few seconds of training.
-TINY = [
-    "model.feature_channels=4", "model.embed_dim=6", "model.depths=[1]", "model.num_heads=[2]", "model.window_size=4",
-    "model.fusion_growth=4", "model.fusion_channels=4", "model.seg_head=unet", "model.seg_feature_size=4",
-    "data.spacing=null", "data.patch_size=[32,32,32]", "data.batch_size=2", "data.samples_per_case=2",
-    "train.lr=0.003", "train.checkpoint_every=1",
-    "train.epochs.stage0=1", "train.epochs.stage1=2", "train.epochs.stage2=2", "train.epochs.stage3=2",
-]
+TINY = TINY_RUN  # a few seconds of training
 SETS = [x for s in TINY for x in ("--set", s)]
 
 

@@ -25,18 +25,12 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY_RUN
 from m2cofs.checkpoint import load_model_file, load_tensors
 from m2cofs.cli import main
 from m2cofs.io import is_temp_name
 
-# Tiny: 22 optimiser steps over the four stages, a checkpoint after every step.
-TINY = [
-    "model.feature_channels=4", "model.embed_dim=6", "model.depths=[1]", "model.num_heads=[2]", "model.window_size=4",
-    "model.fusion_growth=4", "model.fusion_channels=4", "model.seg_head=unet", "model.seg_feature_size=4",
-    "data.spacing=null", "data.patch_size=[32,32,32]", "data.batch_size=2", "data.samples_per_case=2",
-    "train.lr=0.003", "train.checkpoint_every=1",
-    "train.epochs.stage0=1", "train.epochs.stage1=2", "train.epochs.stage2=2", "train.epochs.stage3=2",
-]
+TINY = TINY_RUN  # 22 optimiser steps over the four stages, a checkpoint after every step
 KILLS = int(os.environ.get("M2COFS_KILLS", "6"))  # SIGKILLs per test run (raise for a longer local run)
 KILL_SEED = int(os.environ.get("M2COFS_KILL_SEED", "20240607"))
 MODEL_FILES = ("unified.ckpt", "fusion_specialist.ckpt", "seg_specialist.ckpt")
