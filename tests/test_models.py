@@ -20,6 +20,26 @@ def test_paper_sized_fusion_module_has_145k_parameters():
     assert len([m for m in f.modules() if isinstance(m, torch.nn.Conv3d)]) == 6
 
 
+@pytest.mark.parametrize("sizes", [(32, 16, 16, 4), (16, 8, 8, 4), (12, 4, 6, 2)])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last_3d])
+def test_fusion_module_without_concatenations_is_the_concatenating_form(sizes, layout):
+    """F's forward (per-piece convolutions, no concatenation) gives the authors' concatenating
+    form's output and gradients, in both memory layouts."""
+    c_in, growth, c_out, n_dense = sizes
+    torch.manual_seed(0)
+    f = DenseFusion(c_in, growth, c_out, n_dense).double().to(memory_format=layout)
+    for p in f.parameters():  # non-zero biases and PReLU slopes, so a mis-sliced kernel shows
+        torch.nn.init.normal_(p, std=0.3)
+    x = torch.randn(2, c_in, 6, 5, 4, dtype=torch.double).contiguous(memory_format=layout)
+    x.requires_grad_()
+    new, ref = f(x), f.forward_concat(x)
+    torch.testing.assert_close(new, ref)
+    g_new = torch.autograd.grad(new.square().sum(), [x, *f.parameters()])
+    g_ref = torch.autograd.grad(ref.square().sum(), [x, *f.parameters()])
+    for a, b in zip(g_new, g_ref):
+        torch.testing.assert_close(a, b)
+
+
 @pytest.mark.parametrize("n_mod", [2, 3])
 def test_one_pass_gives_both_outputs(n_mod):
     torch.manual_seed(0)

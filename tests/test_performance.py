@@ -166,8 +166,8 @@ def test_prefetched_batches_train_exactly_like_plain_ones(tmp_path):
 
 
 def test_channels_last_training_matches_and_saves_contiguous(tmp_path):
-    """The CUDA layout (channels_last_3d), forced on the CPU: same losses up to rounding, and the
-    weights are contiguous again when the loop returns (safetensors needs that)."""
+    """The default layout (channels_last_3d) against the contiguous one: same losses up to
+    rounding, and the weights are contiguous again when the loop returns (safetensors needs that)."""
     ref, _ = _loop_run(tmp_path / "a", channels_last=False)
     cl, net = _loop_run(tmp_path / "b", channels_last=True)
     np.testing.assert_allclose([r["loss"] for r in cl.history], [r["loss"] for r in ref.history], rtol=1e-4, atol=1e-5)

@@ -19,9 +19,10 @@ the same weights as a run that was never interrupted.
 
 Speed: the next batch is cut while the current one trains (a background thread when
 ``workers`` is 0, the DataLoader's worker processes otherwise); the loop counts the time it
-waits for data and reports it with the voxel throughput in :class:`StageResult`. On CUDA the
-step runs under autocast (bf16 where the card has it, else fp16 with a gradient scaler) in
-``channels_last_3d`` with cuDNN autotuning, batches copied from pinned memory.
+waits for data and reports it with the voxel throughput in :class:`StageResult`. Weights and
+batches are ``channels_last_3d`` (a lite training step is 1.4× faster in it on a 2-core CPU,
+and cuDNN prefers it too). On CUDA the step runs under autocast (bf16 where the card has it,
+else fp16 with a gradient scaler) with cuDNN autotuning, batches copied from pinned memory.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class LoopSettings:
     amp: bool = False  # bf16 autocast on CUDA only
     stop_after_steps: int | None = None  # for tests: simulate an interruption after this many steps
     max_seconds: float | None = None  # a time budget: the stage ends after the step that exhausts it
-    channels_last: bool | None = None  # channels_last_3d weights and batches (None: on CUDA only)
+    channels_last: bool | None = None  # channels_last_3d weights and batches (None: on CPU and CUDA)
 
 
 @dataclass
@@ -274,7 +275,7 @@ def run_loop(name: str, task: StageTask, dataset: PatchDataset, s: LoopSettings,
     log_path = run_dir / "logs" / f"{name}.csv"
     device = dist_info.device
     task.to(device)
-    channels_last = device.type == "cuda" if s.channels_last is None else s.channels_last
+    channels_last = device.type in ("cpu", "cuda") if s.channels_last is None else s.channels_last
     if channels_last:  # before the optimiser and DDP see the parameters; undone when the loop ends
         task.to(memory_format=torch.channels_last_3d)
     params = task.trained_parameters()
