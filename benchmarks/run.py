@@ -377,7 +377,7 @@ def bench_presets(ctx: Ctx) -> dict:
     import torch
 
     from m2cofs.config import load_config
-    from m2cofs.inference import LoadedModel, predict_array
+    from m2cofs.inference import prepare_for_inference
     from m2cofs.models import M2CoFSNet
 
     out: dict = {}
@@ -385,10 +385,10 @@ def bench_presets(ctx: Ctx) -> dict:
         cfg = load_config(preset)
         roi = tuple(cfg.data.patch_size)
         torch.manual_seed(0)
-        net = M2CoFSNet(len(MODALITIES), 3, cfg.model, roi).eval()
+        net = prepare_for_inference(M2CoFSNet(len(MODALITIES), 3, cfg.model, roi))  # as predict runs it
         parts = _parts(net)
         sw = cfg.inference.sw_batch_size
-        batch = torch.rand(sw, len(MODALITIES), *roi)
+        batch = torch.rand(sw, len(MODALITIES), *roi).contiguous(memory_format=torch.channels_last_3d)
         with torch.inference_mode():
             flops = _flops(lambda: net(batch)) / sw
             log(f"{preset}: one window batch")
@@ -518,6 +518,8 @@ def table(res: dict) -> str:
 def write_results(res: dict, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{res['date']}-{machine_slug(res['machine'])}" + ("-quick" if res["quick"] else "")
+    if set(res["benchmarks"]) != set(BENCHMARKS):  # a subset (--only) does not overwrite a whole run
+        stem += "-" + "-".join(res["benchmarks"])
     (out_dir / f"{stem}.json").write_text(json.dumps(res, indent=1, default=str))
     m = res["machine"]
     md = [f"# m2cofs benchmarks, {res['date']}{' (quick)' if res['quick'] else ''}", "",

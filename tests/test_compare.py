@@ -70,13 +70,14 @@ def test_tables_mark_best_and_significance():
 
 
 @pytest.mark.slow
-def test_compare_end_to_end_tiny(tmp_path):
+def test_compare_end_to_end_tiny(tmp_path, capfd):
     data, out = tmp_path / "data", tmp_path / "cmp"
     assert main(["synth", str(data), "--cases", "3", "--size", "32", "--seed", "4"]) == 0
     args = ["compare", "--data", str(data), "--out", str(out), "--folds", "3", "--no-progress",
             "--methods", "m2cofs,mean,laplacian,average,no_stage3,plugin_unet", *[x for s in TINY for x in ("--set", s)]]
     # --fold runs one fold; the tables hold what is finished so far
     assert main([*args, "--fold", "1"]) == 0
+    assert "case/s" not in capfd.readouterr().err  # --no-progress reaches the predictions too
     held1 = json.loads((out / "folds.json").read_text())["folds"][1]
     assert set(json.loads((out / "results.json").read_text())["per_case"]["m2cofs"]) == set(held1)
     assert not (out / "fold0").exists() and not (out / "fold2").exists()

@@ -214,3 +214,21 @@ def test_gpu_check_script_runs_its_whole_path_on_the_cpu(tmp_path):
     assert all(s["steps"] >= 1 and s["voxels_per_s"] > 0 for s in res["stages"])
     assert res["predict_volume"] == [48, 40, 32] and res["predict_seconds"] > 0
     assert "| stage3_unification |" in proc.stdout
+
+
+def test_profile_script_times_every_part_in_both_layouts():
+    """benchmarks/profile_parts.py (the profile the speed work started from) keeps running."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "profile_parts.py"
+    proc = subprocess.run([sys.executable, str(script), "--repeats", "1", "--top", "3", "--threads", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r.split(" | ")[0][2:] for r in rows] == ["encoders Φ (all)", "F (fusion module)",
+                                                   "F, concatenating form (before)", "ψ (fusion head)",
+                                                   "φ (swinunetr head)", "whole network", "SegResNet-16 (reference)"]
+    assert all(float(v) > 0 for r in rows for v in r.strip(" |").split(" | ")[1:])
+    assert "convolution" in proc.stdout.split("top operators")[1]  # the profile names the dominant op

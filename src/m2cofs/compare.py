@@ -188,6 +188,8 @@ def _predict_model(model_path: Path, ctx: FoldContext, out: Path) -> None:
             ",".join(ctx.fold.test_ids), "--no-preview", "--overwrite"]
     if ctx.opts.format != "auto":
         args += ["--format", ctx.opts.format]
+    if not ctx.opts.progress:
+        args.append("--no-progress")
     code = main(args)
     if code:
         raise M2CofsError(f"predicting with {model_path} failed (exit {code})")

@@ -36,6 +36,7 @@ def add_parser(sub) -> None:
                    help="add to the fused volume the sources' detail finer than the model grid (max-abs rule); "
                         "default: the model's inference.detail_transfer (auto: when the model grid is coarser)")
     p.add_argument("--no-preview", action="store_true", help="skip the PNG previews")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs in OUT")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.set_defaults(func=run)
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.time()
         setting = args.detail_transfer or model.config.inference.detail_transfer
         may_transfer = "fusion" in model.tasks and setting != "off"
-        for i in tqdm(range(len(ds)), desc="predict", unit="case"):
+        for i in tqdm(range(len(ds)), desc="predict", unit="case", disable=args.no_progress):
             if may_transfer:  # detail transfer needs the loaded case too: read the files once
                 case, source = ds.prepared_with_source(i)
                 if not detail_transfer_wanted(setting, case):
