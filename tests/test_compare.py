@@ -104,3 +104,24 @@ def test_compare_end_to_end_tiny(tmp_path, capfd):
     assert main(args) == 0
     assert (out / "fold0" / "eval" / "m2cofs" / "metrics.csv").stat().st_mtime_ns == mtime
     assert json.loads((out / "results.json").read_text())["stats"] == res["stats"]
+
+    # results/postprocess_cv.py re-predicts every learned segmentation method of every fold; its
+    # "default" post-processing must be predict's own, number for number
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "results" / "postprocess_cv.py"
+    spec = importlib.util.spec_from_file_location("postprocess_cv", script)
+    pp_mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pp_mod)
+    assert pp_mod.main(["--compare", str(out), "--data", str(data), "--out", str(tmp_path / "pp")]) == 0
+    pp = json.loads((tmp_path / "pp" / "postprocess.json").read_text())
+    assert {"m2cofs", "average", "no_stage3", "plugin_unet"} <= set(pp["per_case"])
+    assert "mean" not in pp["per_case"]  # fusion-only methods are not segmented
+    for m in ("m2cofs", "average", "no_stage3"):
+        default = pp["per_case"][m]["default"]
+        assert set(default) == {"synth_000", "synth_001", "synth_002"}
+        for cid, row in default.items():
+            dice = [c for c in row if c.startswith("Dice/")]
+            assert dice and all(row[c] == pytest.approx(res["per_case"][m][cid][c], abs=1e-9) for c in dice)
+    assert (tmp_path / "pp" / "postprocess.md").read_text().count("| none |") == len(pp["per_case"])
