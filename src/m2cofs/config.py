@@ -35,6 +35,8 @@ class DataConfig:
     samples_per_case: int = 4
     foreground_ratio: float = 0.5
     augment: bool = True
+    bias_field_prob: float = 0.0  # per modality and patch: a smooth multiplicative field (MONAI RandBiasField)
+    gamma_prob: float = 0.0       # per modality and patch: a random gamma in [0.7, 1.5] (MONAI RandAdjustContrast)
     workers: int = 0
 
 
@@ -178,6 +180,8 @@ def _check_ranges(cfg: Config, source: str) -> None:
     need(d.batch_size >= 1, "data.batch_size", "must be >= 1")
     need(d.samples_per_case >= 1, "data.samples_per_case", "must be >= 1")
     need(0.0 <= d.foreground_ratio <= 1.0, "data.foreground_ratio", "must be between 0 and 1")
+    for k in ("bias_field_prob", "gamma_prob"):
+        need(0.0 <= getattr(d, k) <= 1.0, f"data.{k}", "must be between 0 and 1")
     need(d.workers >= 0, "data.workers", "must be >= 0")
     need(t.optimizer in ("adamw", "adam", "sgd"), "train.optimizer", "must be adamw, adam or sgd")
     need(0 < t.lr < 1, "train.lr", "must be between 0 and 1")

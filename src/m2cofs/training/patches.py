@@ -2,7 +2,8 @@
 
 Every patch is a pure function of ``(seed, stage, epoch, sample index)``: the case, the centre
 (a labelled voxel with probability ``foreground_ratio`` when the case has labels, else a brain
-voxel) and the augmentation (flips, small intensity scale/shift). So a resumed run, a run with
+voxel) and the augmentation (flips, small intensity scale/shift, and optionally an MRI bias field
+and a gamma per modality). So a resumed run, a run with
 more data-loading workers, and a run split over several processes (DDP) all see the same
 patches — which is what makes ``--resume`` reproduce an uninterrupted run exactly and a
 two-process run match one process on the same global batch.
@@ -14,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from monai.transforms import RandAdjustContrast, RandBiasField
 from torch.utils.data import Dataset
 
 from m2cofs.data.labels import LabelConvention, labels_to_regions
@@ -36,6 +38,36 @@ def crop_or_pad(arr: np.ndarray, start: Sequence[int], size: Sequence[int]) -> n
     return out
 
 
+def mri_intensity_augment(image: np.ndarray, rng: np.random.Generator, bias_field_prob: float = 0.0,
+                          gamma_prob: float = 0.0, gamma_range: tuple[float, float] = (0.7, 1.5),
+                          bias_coeff_range: tuple[float, float] = (-0.1, 0.1)) -> np.ndarray:
+    """Scanner-like intensity changes of a ``(C, X, Y, Z)`` patch scaled to [0, 1], each modality drawn apart.
+
+    With probability ``bias_field_prob`` a channel is multiplied by a smooth field (exp of a degree-3
+    Legendre polynomial, MONAI :class:`~monai.transforms.RandBiasField`, signed coefficients so it
+    brightens and darkens alike); with probability ``gamma_prob`` it goes through
+    ``x ** gamma``, gamma uniform in ``gamma_range`` (MONAI
+    :class:`~monai.transforms.RandAdjustContrast`, as nnU-Net's gamma augmentation). Background
+    (0) stays 0 and the result is clipped to [0, 1]. All randomness comes from ``rng``.
+    """
+    if bias_field_prob <= 0 and gamma_prob <= 0:
+        return image
+    out = np.array(image, dtype=np.float32, copy=True)
+    inside = out > 0
+    for c in range(out.shape[0]):
+        ch = out[c:c + 1]
+        if rng.random() < bias_field_prob:
+            t = RandBiasField(degree=3, coeff_range=bias_coeff_range, prob=1.0)
+            t.set_random_state(seed=int(rng.integers(2 ** 31)))
+            ch = np.asarray(t(ch))
+        if rng.random() < gamma_prob:
+            t = RandAdjustContrast(gamma=gamma_range, prob=1.0)
+            t.set_random_state(seed=int(rng.integers(2 ** 31)))
+            ch = np.asarray(t(np.clip(ch, 0.0, 1.0)))
+        out[c] = np.where(inside[c], np.clip(ch[0], 0.0, 1.0), 0.0)
+    return out
+
+
 class PatchDataset(Dataset):
     """Map-style dataset of one epoch's patches: index ``i`` → patch ``i`` of the epoch.
 
@@ -46,7 +78,7 @@ class PatchDataset(Dataset):
 
     def __init__(self, cases: Sequence[PreparedCase], convention: LabelConvention, patch_size: Sequence[int],
                  samples_per_case: int = 4, foreground_ratio: float = 0.5, augment: bool = True,
-                 seed: int = 0, stage_key: int = 0):
+                 seed: int = 0, stage_key: int = 0, bias_field_prob: float = 0.0, gamma_prob: float = 0.0):
         if not cases:
             raise ValueError("no training cases")
         self.cases = list(cases)
@@ -55,6 +87,8 @@ class PatchDataset(Dataset):
         self.samples_per_case = samples_per_case
         self.foreground_ratio = foreground_ratio
         self.augment = augment
+        self.bias_field_prob = bias_field_prob
+        self.gamma_prob = gamma_prob
         self.seed = seed
         self.stage_key = stage_key
         self.epoch = 0
@@ -98,6 +132,7 @@ class PatchDataset(Dataset):
                 if rng.random() < 0.5:
                     image = np.flip(image, axis=ax + 1)
                     regions = np.flip(regions, axis=ax + 1)
+            image = mri_intensity_augment(image, rng, self.bias_field_prob, self.gamma_prob)
             scale = rng.uniform(0.9, 1.1, size=(image.shape[0], 1, 1, 1))
             shift = rng.uniform(-0.05, 0.05, size=(image.shape[0], 1, 1, 1))
             inside = image > 0

@@ -317,7 +317,8 @@ class Trainer:
         d = self.cfg.data
         return PatchDataset(self.cases, self.convention, d.patch_size, d.samples_per_case,
                             d.foreground_ratio if foreground_ratio is None else foreground_ratio, d.augment,
-                            self.cfg.train.seed, STAGE_KEYS[name])
+                            self.cfg.train.seed, STAGE_KEYS[name], bias_field_prob=d.bias_field_prob,
+                            gamma_prob=d.gamma_prob)
 
     def _run(self, name: str, task, stage: int, fg: float | None = None):
         t = time.time()
