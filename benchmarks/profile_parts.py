@@ -40,11 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modalities", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override, as for m2cofs train (repeatable), e.g. model.seg_head=segresnet")
     ap.add_argument("--top", type=int, default=15, help="rows of the operator table")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = load_config(args.preset)
+    cfg = load_config(args.preset, overrides=args.set)
     roi = tuple(cfg.data.patch_size)
     batch = cfg.inference.sw_batch_size
     plain = M2CoFSNet(args.modalities, 3, cfg.model, roi).eval()
