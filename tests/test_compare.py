@@ -125,3 +125,40 @@ def test_compare_end_to_end_tiny(tmp_path, capfd):
             dice = [c for c in row if c.startswith("Dice/")]
             assert dice and all(row[c] == pytest.approx(res["per_case"][m][cid][c], abs=1e-9) for c in dice)
     assert (tmp_path / "pp" / "postprocess.md").read_text().count("| none |") == len(pp["per_case"])
+
+
+def _results_script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "results" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_postprocess_choice_never_looks_at_the_case_it_decides(tmp_path):
+    """results/postprocess_choice.py: each case's setting is the best on the *other* cases.
+    Case a gains from post-processing, b loses, c and d do not care: a is decided by b (none),
+    b by a (default), c and d by a against b, where a's gain is larger (default)."""
+    mod = _results_script("postprocess_choice")
+
+    def row(d):
+        return {"Dice/ET": d, "Dice/TC": d, "Dice/WT": d, "HD95/WT": 10.0}
+
+    per_setting = {
+        "default": {"a": row(1.0), "b": row(0.0), "c": row(0.5), "d": row(0.5)},
+        "small_only": {"a": row(0.5), "b": row(0.4), "c": row(0.5), "d": row(0.5)},
+        "none": {"a": row(0.5), "b": row(0.4), "c": row(0.5), "d": row(0.5)},
+    }
+    assert mod.choose(per_setting) == {"a": "none", "b": "default", "c": "default", "d": "default"}
+    # a tie goes to the simplest setting
+    flat = {s: {c: row(0.5) for c in "abc"} for s in ("default", "small_only", "none")}
+    assert set(mod.choose(flat).values()) == {"none"}
+    src = tmp_path / "postprocess.json"
+    src.write_text(json.dumps({"per_case": {"net": per_setting}}))
+    assert mod.main(["--postprocess", str(src), "--out", str(tmp_path / "o")]) == 0
+    out = json.loads((tmp_path / "o" / "postprocess_choice.json").read_text())["net"]
+    assert out["per_case"]["a"]["Dice/WT"] == 0.5 and out["per_case"]["b"]["Dice/WT"] == 0.0
+    assert "| net | chosen |" in (tmp_path / "o" / "postprocess_choice.md").read_text()

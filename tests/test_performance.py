@@ -217,18 +217,20 @@ def test_gpu_check_script_runs_its_whole_path_on_the_cpu(tmp_path):
 
 
 def test_profile_script_times_every_part_in_both_layouts():
-    """benchmarks/profile_parts.py (the profile the speed work started from) keeps running."""
+    """benchmarks/profile_parts.py (the profile the speed work started from) keeps running, also
+    on a variant given with --set (here a SegResNet head)."""
     import subprocess
     import sys
     from pathlib import Path
 
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "profile_parts.py"
-    proc = subprocess.run([sys.executable, str(script), "--repeats", "1", "--top", "3", "--threads", "1"],
+    proc = subprocess.run([sys.executable, str(script), "--repeats", "1", "--top", "3", "--threads", "1",
+                           "--set", "model.seg_head=segresnet", "--set", "model.seg_feature_size=8"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert [r.split(" | ")[0][2:] for r in rows] == ["encoders Φ (all)", "F (fusion module)",
                                                    "F, concatenating form (before)", "ψ (fusion head)",
-                                                   "φ (swinunetr head)", "whole network", "SegResNet-16 (reference)"]
+                                                   "φ (segresnet head)", "whole network", "SegResNet-16 (reference)"]
     assert all(float(v) > 0 for r in rows for v in r.strip(" |").split(" | ")[1:])
     assert "convolution" in proc.stdout.split("top operators")[1]  # the profile names the dominant op
