@@ -107,13 +107,7 @@ def test_compare_end_to_end_tiny(tmp_path, capfd):
 
     # results/postprocess_cv.py re-predicts every learned segmentation method of every fold; its
     # "default" post-processing must be predict's own, number for number
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "results" / "postprocess_cv.py"
-    spec = importlib.util.spec_from_file_location("postprocess_cv", script)
-    pp_mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pp_mod)
+    pp_mod = _results_script("postprocess_cv")
     assert pp_mod.main(["--compare", str(out), "--data", str(data), "--out", str(tmp_path / "pp")]) == 0
     pp = json.loads((tmp_path / "pp" / "postprocess.json").read_text())
     assert {"m2cofs", "average", "no_stage3", "plugin_unet"} <= set(pp["per_case"])
