@@ -18,6 +18,7 @@ continues an interrupted run where it stopped.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -492,8 +493,14 @@ def train(opts: TrainOptions) -> dict:
     """Run ``m2cofs train`` with these options; returns the summary."""
     trainer = Trainer(opts)
     summary = trainer.run()
+    info = trainer.dist
+    # The stages' DDP wrappers sit in reference cycles; collect them while the process group is
+    # alive. Left to the interpreter's exit, a gloo rank now and then aborted ("terminate called
+    # without an active exception") after a finished run.
+    del trainer
+    gc.collect()
     # All ranks leave together: a rank that exits while another still talks to it makes gloo
     # abort the other one ("connection closed by peer").
-    barrier(trainer.dist)
-    cleanup(trainer.dist)
+    barrier(info)
+    cleanup(info)
     return summary
