@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from m2cofs.io import atomic_write_json, atomic_write_text
+
 SIMPLEST_FIRST = ("none", "small_only", "default")
 DICE = ("Dice/ET", "Dice/TC", "Dice/WT")
 COLUMNS = ("Dice/ET", "Dice/TC", "Dice/WT", "HD95/WT")
@@ -63,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             note = ", ".join(f"{c}: {s}" for c, s in chosen.items()) if name == "chosen" else ""
             lines.append(f"| {method} | {name} | " + " | ".join(cells) + f" | {note} |")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "postprocess_choice.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (args.out / "postprocess_choice.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    atomic_write_text(args.out / "postprocess_choice.md", "\n".join(lines) + "\n")
+    atomic_write_json(args.out / "postprocess_choice.json", result)
     print("\n".join(lines))
     return 0
 

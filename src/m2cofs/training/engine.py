@@ -28,6 +28,7 @@ else fp16 with a gradient scaler) with cuDNN autotuning, batches copied from pin
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import math
 import queue
@@ -408,6 +409,12 @@ def run_loop(name: str, task: StageTask, dataset: PatchDataset, s: LoopSettings,
             task.to(memory_format=torch.contiguous_format)
     if bar is not None:
         bar.close()
+    if model is not task:
+        # A DDP wrapper sits in reference cycles: free it now, while the process group is alive.
+        # Left to the interpreter's exit, a gloo rank now and then aborted after a finished run
+        # ("terminate called without an active exception").
+        del model
+        gc.collect()
     if dist_info.is_main:
         _write_log(log_path, history)
         plot_losses(log_path, run_dir / "logs" / f"{name}.png", name)

@@ -18,7 +18,6 @@ continues an interrupted run where it stopped.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import shutil
@@ -493,14 +492,8 @@ def train(opts: TrainOptions) -> dict:
     """Run ``m2cofs train`` with these options; returns the summary."""
     trainer = Trainer(opts)
     summary = trainer.run()
-    info = trainer.dist
-    # The stages' DDP wrappers sit in reference cycles; collect them while the process group is
-    # alive. Left to the interpreter's exit, a gloo rank now and then aborted ("terminate called
-    # without an active exception") after a finished run.
-    del trainer
-    gc.collect()
     # All ranks leave together: a rank that exits while another still talks to it makes gloo
     # abort the other one ("connection closed by peer").
-    barrier(info)
-    cleanup(info)
+    barrier(trainer.dist)
+    cleanup(trainer.dist)
     return summary
