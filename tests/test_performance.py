@@ -15,7 +15,8 @@ from conftest import tiny_prepared_cases
 from m2cofs.config import load_config
 from m2cofs.data.labels import get_convention
 from m2cofs.data.preprocess import CaseMeta, PreparedCase, restore
-from m2cofs.inference import LoadedModel, _postprocess_box, postprocess_regions, predict_array, predict_case, prob_to_regions
+from m2cofs.inference import (LoadedModel, _postprocess_box, plan_trunk_tiles, postprocess_regions, predict_array, predict_case,
+                              prob_to_regions)
 from m2cofs.models import M2CoFSNet
 
 TINY = ["model.feature_channels=4", "model.embed_dim=6", "model.num_heads=[2,2]", "model.window_size=4",
@@ -23,8 +24,8 @@ TINY = ["model.feature_channels=4", "model.embed_dim=6", "model.num_heads=[2,2]"
         "data.patch_size=[64,32,32]", "inference.sw_batch_size=2"]
 
 
-def _tiny_model(tasks=("fusion", "segmentation")) -> LoadedModel:
-    cfg = load_config("lite", overrides=TINY)
+def _tiny_model(tasks=("fusion", "segmentation"), extra=()) -> LoadedModel:
+    cfg = load_config("lite", overrides=TINY + list(extra))
     torch.manual_seed(0)
     net = M2CoFSNet(2, 3, cfg.model, tuple(cfg.data.patch_size)).eval()
     meta = {"tasks": list(tasks), "modalities": ["t1ce", "flair"], "regions": ["ET", "TC", "WT"],
@@ -101,6 +102,70 @@ def test_predict_array_runs_only_the_asked_for_heads():
     both = predict_array(model, image)
     assert set(both) == {"fused", "seg_prob"} and both["seg_prob"].shape == (3, 66, 32, 32)
     np.testing.assert_allclose(both["fused"], out["fused"], rtol=1e-5, atol=1e-6)  # same Φ, F, ψ either way
+
+
+def test_trunk_tiles_cover_the_volume_once_on_the_window_grid():
+    shape, align, halo = (192, 160, 80), 8, 24
+    for budget in (10**7, 800_000, 100_000):
+        tiles = plan_trunk_tiles(shape, align, halo, budget)
+        seen = np.zeros(shape, np.int32)
+        for src, inner, dst in tiles:
+            seen[dst] += 1
+            assert all(d.start % align == 0 for d in dst)  # Swin windows on the volume's grid
+            assert all(i.stop - i.start == d.stop - d.start and d.start - s.start == i.start
+                       for s, i, d in zip(src, inner, dst))
+            # up to `halo` voxels of context on every side, as far as the volume goes
+            assert all(d.start - s.start == min(halo, d.start) and s.stop - d.stop == min(halo, n - d.stop)
+                       for s, d, n in zip(src, dst, shape))
+        assert (seen == 1).all()
+        sizes = [int(np.prod([s.stop - s.start for s in src])) for src, _, _ in tiles]
+        if budget == 10**7:
+            assert len(tiles) == 1
+        elif budget == 800_000:
+            assert len(tiles) > 1 and max(sizes) <= budget
+        else:  # out of reach: cores stop at twice the halo rather than drown in halos
+            assert max(sizes) > budget
+            assert min(d.stop - d.start for _, _, dst in tiles for d, n in zip(dst, shape) if d.stop < n) >= 2 * halo
+    with pytest.raises(ValueError, match="multiple"):
+        plan_trunk_tiles((90, 80, 40), align, halo, 10**7)
+
+
+@pytest.mark.parametrize("depths", ["[1,1]", "[2]"])  # [2]: a block with shifted windows
+def test_volume_trunk_tiles_give_the_one_pass_result(depths):
+    """trunk="volume": Φ → F → ψ tile by tile equals one pass over the whole (padded) volume, and
+    φ then runs in the sliding window over those features."""
+    heads = "[2,2]" if depths == "[1,1]" else "[2]"
+    model = _tiny_model(extra=[f"model.depths={depths}", f"model.num_heads={heads}"])
+    image = np.random.default_rng(1).random((2, 150, 75, 37)).astype(np.float32)
+    align, halo = model.net.trunk_geometry()
+    assert (align, halo) == ((8, 24) if depths == "[1,1]" else (8, 32))
+    one = predict_array(model, image, trunk="volume")
+    tiled = predict_array(model, image, trunk="volume", tile_voxels=300_000)
+    assert len(plan_trunk_tiles((152, 80, 40), align, halo, 300_000)) > 1
+    for k in ("fused", "seg_prob"):
+        np.testing.assert_allclose(tiled[k], one[k], rtol=1e-4, atol=1e-5)
+    with torch.inference_mode():
+        x = torch.nn.functional.pad(torch.from_numpy(image)[None], (0, 3, 0, 5, 0, 2))
+        direct = model.net.fusion_head(model.net.trunk(x))[0, 0, :150, :75, :37].numpy()
+    np.testing.assert_allclose(one["fused"], direct, rtol=1e-4, atol=1e-5)
+    window = predict_array(model, image)
+    assert window["seg_prob"].shape == one["seg_prob"].shape == (3, 150, 75, 37)
+    with pytest.raises(ValueError, match="trunk"):
+        predict_array(model, image, trunk="tiles")
+
+
+def test_volume_trunk_runs_phi_and_psi_once_per_tile():
+    model = _tiny_model()
+    calls = {"encoders": 0, "fusion_head": 0, "seg_head": 0}
+    model.net.encoders[0].register_forward_hook(lambda m, i, o: calls.__setitem__("encoders", calls["encoders"] + 1))
+    for name in ("fusion_head", "seg_head"):
+        getattr(model.net, name).register_forward_hook(lambda m, i, o, n=name: calls.__setitem__(n, calls[n] + 1))
+    image = np.random.default_rng(0).random((2, 66, 32, 32)).astype(np.float32)
+    out = predict_array(model, image, tasks=["fusion"], trunk="volume")
+    assert set(out) == {"fused"} and calls == {"encoders": 1, "fusion_head": 1, "seg_head": 0}
+    both = predict_array(model, image, trunk="volume")
+    assert set(both) == {"fused", "seg_prob"} and calls["encoders"] == 2 and calls["seg_head"] == 1  # 2 windows, 1 batch
+    np.testing.assert_allclose(both["fused"], out["fused"], rtol=1e-5, atol=1e-6)
 
 
 def test_original_grid_memory_is_a_few_bytes_per_voxel(monkeypatch):

@@ -150,6 +150,28 @@ def test_predict_writes_on_the_input_grid(tiny_run, synth, tmp_path):
                  str(synth / "x")]) == 2
 
 
+def test_predict_trunk_volume_gives_the_same_kind_of_output(tiny_run, synth, tmp_path):
+    """--trunk volume (Φ, F and ψ once per voxel, φ alone in the windows) writes the same files,
+    records the mode, and gives the trained model's fused volume and segmentation nearly as the
+    default sliding window does."""
+    outs = {}
+    for mode in ("window", "volume"):
+        dest = tmp_path / mode
+        assert main(["predict", "--model", str(tiny_run / "unified.ckpt"), "--input", str(synth), "--out", str(dest),
+                     "--ids", HELD_OUT, "--no-preview", "--trunk", mode]) == 0
+        assert json.loads((dest / "predict.json").read_text())["trunk"] == mode
+        outs[mode] = {k: np.asarray(nib.load(str(dest / HELD_OUT / f"{HELD_OUT}_{k}.nii.gz")).dataobj)
+                      for k in ("fused", "seg")}
+    a, b = outs["window"], outs["volume"]
+    assert a["seg"].shape == b["seg"].shape and set(np.unique(b["seg"])) <= {0, 1, 2, 4}
+    assert np.corrcoef(a["fused"].ravel(), b["fused"].ravel())[0, 1] > 0.95
+    assert _dice(a["seg"] > 0, b["seg"] > 0) > 0.8
+    with pytest.raises(SystemExit) as exc:
+        main(["predict", "--model", str(tiny_run / "unified.ckpt"), "--input", str(synth), "--out",
+              str(tmp_path / "bad"), "--trunk", "tiles"])
+    assert exc.value.code == 2 and not (tmp_path / "bad").exists()
+
+
 def _unified_weights(run: Path) -> dict[str, torch.Tensor]:
     return load_model_file(run / "unified.ckpt")[0]
 

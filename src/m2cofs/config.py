@@ -73,6 +73,7 @@ class InferenceConfig:
     keep_largest_wt: bool = True
     wt_keep_fraction: float = 0.5  # with keep_largest_wt, also keep WT components this fraction of the largest (1: it alone)
     detail_transfer: str = "auto"  # auto | on | off: sources' detail finer than the model grid, max-abs rule
+    trunk: str = "window"  # window | volume: Φ and F in every window, or once per voxel (fusion faster; segmentation worse)
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,7 @@ def _check_ranges(cfg: Config, source: str) -> None:
     need(i.min_component_mm3 >= 0, "inference.min_component_mm3", "must be >= 0")
     need(0 < i.wt_keep_fraction <= 1, "inference.wt_keep_fraction", "must be in (0, 1]")
     need(i.detail_transfer in ("auto", "on", "off"), "inference.detail_transfer", "must be auto, on or off")
+    need(i.trunk in ("window", "volume"), "inference.trunk", "must be window or volume")
 
 
 def _build(d: dict[str, Any], source: str) -> Config:

@@ -87,6 +87,27 @@ class M2CoFSNet(nn.Module):
             return self.fusion(feats)
         return functional_call(self.fusion, dict(fusion_params), (feats,))
 
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Φ then F: the part both heads share, (B, N, ...) → (B, fusion_channels, ...)."""
+        return self.fuse_features(self.encode(x))
+
+    def trunk_geometry(self) -> tuple[int, int]:
+        """``(alignment, halo)`` in voxels for running Φ → F → ψ tile by tile over a volume.
+
+        Tiles that start at multiples of ``alignment`` (patch embedding × Swin window) put
+        every attention window on the same grid as a pass over the whole volume does, and a
+        margin of ``halo`` voxels on each side covers what a core voxel depends on: one window
+        for the unshifted Swin blocks, one more per shifted block (every second block), the
+        patch embedding, and one voxel per 3×3×3 convolution (Φ's four, F's, ψ's four). The
+        tile's core then equals the whole-volume result.
+        """
+        cfg = self.cfg
+        align = cfg.patch_embed * cfg.window_size
+        shifted = sum(d // 2 for d in cfg.depths)
+        convs = 4 + len(self.fusion.dense) + 2 + 4
+        reach = align * (1 + shifted) + cfg.patch_embed + convs
+        return align, -(-reach // align) * align
+
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Stage 0: each modality through its encoder and the shared decoder → (B, N, ...)."""
         return torch.cat([self.decoder(enc(x[:, i: i + 1])) for i, enc in enumerate(self.encoders)], dim=1)
