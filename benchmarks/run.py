@@ -306,7 +306,11 @@ def bench_peer(ctx: Ctx) -> dict:
 
     mm_before = matmul_gflops()
     log("lite vs SegResNet-16: same volume, same sliding window, round-robin")
-    times = interleaved({"lite": run_lite, "segresnet16": run_peer}, ctx.repeats + 1)
+    # and the fused volume alone, with the trunk in every window or once per voxel (trunk="volume")
+    times = interleaved({"lite": run_lite, "segresnet16": run_peer,
+                         "lite_fusion_window": lambda: predict_array(lite, case.image, tasks=["fusion"]),
+                         "lite_fusion_volume": lambda: predict_array(lite, case.image, tasks=["fusion"], trunk="volume")},
+                        ctx.repeats + 1)
     mm_after = matmul_gflops()
     t = {k: med(v) for k, v in times.items()}
 
@@ -322,6 +326,7 @@ def bench_peer(ctx: Ctx) -> dict:
     return {
         "model_grid": list(case.image.shape[1:]), "roi": list(roi), "overlap": overlap, "sw_batch_size": sw,
         "windows": windows, "seconds": t, "all_seconds": times, "ratio_lite_vs_peer": t["lite"] / t["segresnet16"],
+        "ratio_fusion_volume_vs_window": t["lite_fusion_volume"] / t["lite_fusion_window"],
         "gflop_per_window": {"lite": f_lite / 1e9, "segresnet16": f_peer / 1e9},
         "params": {"lite": sum(p.numel() for p in lite.net.parameters() if True),
                    "segresnet16": sum(p.numel() for p in peer.parameters())},
@@ -481,6 +486,11 @@ def table(res: dict) -> str:
             f"lite {p['seconds']['lite']:.2f} s, SegResNet {p['seconds']['segresnet16']:.2f} s; ratio {p['ratio_lite_vs_peer']:.2f} "
             f"({p['gflop_per_window']['lite']:.1f} vs {p['gflop_per_window']['segresnet16']:.1f} GFLOP/window)",
             "≤ 1.0", p["ratio_lite_vs_peer"] <= 1.0)
+        if "lite_fusion_volume" in p["seconds"]:
+            add(2, "lite, fused volume alone: `--trunk volume` (Φ, F, ψ once per voxel) vs the default window",
+                f"{p['seconds']['lite_fusion_volume']:.2f} s vs {p['seconds']['lite_fusion_window']:.2f} s; "
+                f"ratio {p['ratio_fusion_volume_vs_window']:.2f} (segmentation this way is much worse: not a way to target 2)",
+                "—", None)
         add(3, "model FLOP/s ÷ matmul FLOP/s (full volume)",
             f"{p['lite_gflops_full_volume']:.1f} / {p['matmul_gflops']:.1f} GFLOP/s = {p['flops_ratio']:.2f} "
             f"(network alone {p['network_only_gflops']['lite']:.1f})", "≥ 0.5", p["flops_ratio"] >= 0.5)

@@ -120,6 +120,19 @@ def test_compare_end_to_end_tiny(tmp_path, capfd):
             assert dice and all(row[c] == pytest.approx(res["per_case"][m][cid][c], abs=1e-9) for c in dice)
     assert (tmp_path / "pp" / "postprocess.md").read_text().count("| none |") == len(pp["per_case"])
 
+    # results/trunk_modes.py predicts every fold's unified models with --trunk window and volume;
+    # its window numbers are the compare's own
+    tm = _results_script("trunk_modes")
+    assert tm.main(["--compare", str(out), "--data", str(data), "--out", str(tmp_path / "tm")]) == 0
+    rows = json.loads((tmp_path / "tm" / "trunk_modes.json").read_text())["rows"]
+    assert sorted((r["fold"], r["model"]) for r in rows) == [(f, m) for f in range(3) for m in ("m2cofs", "plugin_unet")]
+    for r in rows:
+        method = "m2cofs" if r["model"] == "m2cofs" else r["model"]
+        for c in ("Dice/WT", "volume/Q_MI"):
+            assert r["window"][c] == pytest.approx(res["per_case"][method][r["case"]][c], abs=1e-9)
+            assert np.isfinite(r["volume"][c])
+    assert "| Dice/WT |" in (tmp_path / "tm" / "trunk_modes.md").read_text()
+
 
 def _results_script(name: str):
     import importlib.util
