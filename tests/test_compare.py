@@ -132,6 +132,13 @@ def test_compare_end_to_end_tiny(tmp_path, capfd):
             assert r["window"][c] == pytest.approx(res["per_case"][method][r["case"]][c], abs=1e-9)
             assert np.isfinite(r["volume"][c])
     assert "| Dice/WT |" in (tmp_path / "tm" / "trunk_modes.md").read_text()
+    # results/trunk_head_probe.py trains φ alone a few steps both ways and scores both trunk modes
+    capfd.readouterr()
+    probe = _results_script("trunk_head_probe")
+    held0 = json.loads((out / "folds.json").read_text())["folds"][0][0]
+    assert probe.main(["--run", str(out / "fold0" / "m2cofs"), "--data", str(data), "--held-out", held0, "--steps", "2"]) == 0
+    lines = [ln for ln in capfd.readouterr().out.splitlines() if "window: ET" in ln and "volume: ET" in ln]
+    assert len(lines) == 3 and "on volume features" in lines[1] and "on window features" in lines[2]
 
 
 def _results_script(name: str):

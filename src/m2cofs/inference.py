@@ -129,10 +129,9 @@ def predict_array(model: LoadedModel, image: np.ndarray, device: str | torch.dev
     per voxel over the volume, in tiles of at most ``tile_voxels`` (see
     :func:`plan_trunk_tiles`), and only φ in the sliding window, over F's features. The windows
     overlap, so the fused volume comes 3–4× faster and without window seams, with the same
-    fusion metrics on the shared real cases. The segmentation heads, though, learned on features
-    computed inside each training patch (zero-padded at its border); fed features computed with
-    the whole volume around them, they segment much worse (``results/README.md``). Use it for
-    fusion.
+    fusion metrics on the shared real cases. Segmentation, though, is much worse from
+    whole-volume features, even with a head trained on them: the blend of overlapping windows is
+    worth more to it than the context (``results/README.md``). Use it for fusion.
     """
     from monai.inferers import sliding_window_inference
 

@@ -91,8 +91,8 @@ def run(args: argparse.Namespace) -> int:
     _remove_stale_staging(out)
     staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out))
     if args.trunk == "volume" and "segmentation" in model.tasks:
-        print("m2cofs predict: note: --trunk volume segments much worse than the default (the heads learned on "
-              "window-bounded features; results/README.md); it is meant for the fused volume", file=sys.stderr)
+        print("m2cofs predict: note: --trunk volume segments much worse than the default sliding window "
+              "(results/README.md); it is meant for the fused volume", file=sys.stderr)
     try:
         t0 = time.time()
         setting = args.detail_transfer or model.config.inference.detail_transfer
