@@ -118,6 +118,9 @@ def test_trunk_tiles_cover_the_volume_once_on_the_window_grid():
             assert all(d.start - s.start == min(halo, d.start) and s.stop - d.stop == min(halo, n - d.stop)
                        for s, d, n in zip(src, dst, shape))
         assert (seen == 1).all()
+        for ax, n in enumerate(shape):  # an axis is split only where that shortens the sources along it
+            if len({dst[ax].start for _, _, dst in tiles}) > 1:
+                assert max(src[ax].stop - src[ax].start for src, _, _ in tiles) < n
         sizes = [int(np.prod([s.stop - s.start for s in src])) for src, _, _ in tiles]
         if budget == 10**7:
             assert len(tiles) == 1
@@ -126,6 +129,8 @@ def test_trunk_tiles_cover_the_volume_once_on_the_window_grid():
         else:  # out of reach: cores stop at twice the halo rather than drown in halos
             assert max(sizes) > budget
             assert min(d.stop - d.start for _, _, dst in tiles for d, n in zip(dst, shape) if d.stop < n) >= 2 * halo
+    # paper-like margins on a 1 mm brain grid: splitting would make every source the whole volume
+    assert len(plan_trunk_tiles((252, 252, 168), 14, 70, 128**3)) == 1
     with pytest.raises(ValueError, match="multiple"):
         plan_trunk_tiles((90, 80, 40), align, halo, 10**7)
 

@@ -6,6 +6,8 @@ Segmentation probabilities are blended, brought back to the input's grid (trilin
 thresholded and decoded into the label convention. Optional post-processing, as nnU-Net and
 BraTS entries do, removes connected components smaller than ``min_component_mm3`` and keeps
 the largest whole-tumour component (tumour conventions only; tissue maps are left alone).
+With ``trunk="volume"`` Φ, F and ψ run once per voxel over the volume instead, and only φ in
+the sliding window (faster fusion; worse segmentation, see :func:`predict_array`).
 
 Speed and memory (``benchmarks/`` measures both): the network runs under
 :func:`torch.inference_mode`, where the Swin attention takes the fused
@@ -189,23 +191,25 @@ def plan_trunk_tiles(shape: tuple[int, ...], align: int, halo: int, max_voxels: 
     and up to ``halo`` voxels around it, within the volume), where the core lies inside that
     region, and where it lies in the volume. Cores start at multiples of ``align``; the longest
     core is halved until every source region holds at most ``max_voxels``, but no core gets
-    narrower than ``2 · halo`` (below that the halos would cost more than 8× the cores, so the
-    limit is exceeded instead). The whole volume is a single tile when it fits.
+    narrower than ``2 · halo`` (below that the halos would cost more than 8× the cores) and an
+    axis is split only where that makes the sources shorter along it; where the limit cannot be
+    met so, it is exceeded. The whole volume is a single tile when it fits.
     """
     if any(s % align for s in shape):
         raise ValueError(f"shape {shape} is not a multiple of {align}")
     core = list(shape)
     floor = max(align, 2 * halo)
 
-    def source_voxels(c: list[int]) -> int:
-        return int(np.prod([min(ci + 2 * halo, si) for ci, si in zip(c, shape)]))
+    def extent(c: int, s: int) -> int:
+        return min(c + 2 * halo, s)
 
-    while source_voxels(core) > max_voxels:
-        can = [i for i, c in enumerate(core) if c > floor]
+    while int(np.prod([extent(c, s) for c, s in zip(core, shape)])) > max_voxels:
+        halved = {i: max(floor, -(-core[i] // (2 * align)) * align) for i in range(len(core))}
+        can = [i for i in range(len(core)) if extent(halved[i], shape[i]) < extent(core[i], shape[i])]
         if not can:
             break
         i = max(can, key=lambda j: core[j])
-        core[i] = max(floor, -(-core[i] // (2 * align)) * align)
+        core[i] = halved[i]
     tiles = []
     for starts in itertools.product(*(range(0, s, c) for s, c in zip(shape, core))):
         src, inner, dst = [], [], []
