@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from monai.losses import DiceLoss
 
     from m2cofs.data import MultiModalDataset, PreprocessConfig
-    from m2cofs.inference import _trunk_over_volume, load_model, predict_array
+    from m2cofs.inference import load_model, predict_array, trunk_over_volume
 
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -82,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         net = m.net.to(memory_format=torch.contiguous_format)
         with torch.inference_mode():
             if mode == "volume":  # F's features over each whole training volume, as --trunk volume computes them
-                source = {cid: _trunk_over_volume(net, torch.from_numpy(cases[cid].image)[None], ("segmentation",),
-                                                  lambda fn, t: fn(t).float(), 128 ** 3, torch.device("cpu"))[0][0].clone()
+                source = {cid: trunk_over_volume(net, torch.from_numpy(cases[cid].image)[None], ("segmentation",))[0][0].clone()
                           for cid in train_ids}
             else:  # the images: the features are computed inside each patch, as in the sliding window
                 source = {cid: torch.from_numpy(cases[cid].image).clone() for cid in train_ids}

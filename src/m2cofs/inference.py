@@ -129,7 +129,7 @@ def predict_array(model: LoadedModel, image: np.ndarray, device: str | torch.dev
     ``trunk`` (default: the model's ``inference.trunk``) says where the shared part runs.
     ``"window"``: the whole network in every window, blended. ``"volume"``: Φ, F and ψ once
     per voxel over the volume, in tiles of at most ``tile_voxels`` (see
-    :func:`plan_trunk_tiles`), and only φ in the sliding window, over F's features. The windows
+    :func:`trunk_over_volume`), and only φ in the sliding window, over F's features. The windows
     overlap, so the fused volume comes 3–4× faster and without window seams, with the same
     fusion metrics on the shared real cases. Segmentation, though, is much worse from
     whole-volume features, even with a head trained on them: the blend of overlapping windows is
@@ -149,25 +149,26 @@ def predict_array(model: LoadedModel, image: np.ndarray, device: str | torch.dev
     window = dict(roi_size=tuple(cfg.data.patch_size), sw_batch_size=sw_batch_size or cfg.inference.sw_batch_size,
                   overlap=cfg.inference.overlap, mode="gaussian", padding_mode="constant", cval=0.0, sw_device=device)
 
-    def run(fn, patch: torch.Tensor) -> torch.Tensor:
+    def run(fn, patch: torch.Tensor):
+        """``fn`` on a patch moved to the compute device, in channels_last_3d, under autocast on CUDA."""
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            return fn(patch.contiguous(memory_format=torch.channels_last_3d)).float()
+            return fn(patch.to(device).contiguous(memory_format=torch.channels_last_3d))
 
     result = {}
     if mode == "volume":
-        z, fused = _trunk_over_volume(model.net, x, tasks, lambda fn, t: run(fn, t.to(device)), tile_voxels,
-                                      _buffer_device(device, x, tasks, n_regions, model.net.cfg.fusion_channels))
+        z, fused = trunk_over_volume(model.net, x, tasks, tile_voxels,
+                                     _buffer_device(device, x, tasks, n_regions, model.net.cfg.fusion_channels),
+                                     run=lambda fn, t: run(fn, t).float())
         if fused is not None:
             result["fused"] = fused[0, 0].cpu().numpy()
         if z is not None:
-            seg = sliding_window_inference(z, predictor=lambda p: torch.sigmoid(run(model.net.seg_head, p)),
+            seg = sliding_window_inference(z, predictor=lambda p: torch.sigmoid(run(model.net.seg_head, p).float()),
                                            device=z.device, **window)
             result["seg_prob"] = seg[0].float().cpu().numpy()
         return result
 
     def predictor(patch: torch.Tensor) -> dict[str, torch.Tensor]:
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            out = model.net(patch.contiguous(memory_format=torch.channels_last_3d), tasks=tasks)
+        out = run(lambda p: model.net(p, tasks=tasks), patch)
         res = {}
         if "fused" in out:
             res["fused"] = out["fused"].float()
@@ -223,11 +224,15 @@ def plan_trunk_tiles(shape: tuple[int, ...], align: int, halo: int, max_voxels: 
     return tiles
 
 
-def _trunk_over_volume(net: M2CoFSNet, x: torch.Tensor, tasks: tuple[str, ...], run, tile_voxels: int,
-                       buffers: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """F's features (for φ) and ψ's fused volume over the whole of ``x`` (1, N, X, Y, Z), one
-    tile at a time (:func:`plan_trunk_tiles`, :meth:`M2CoFSNet.trunk_geometry`). ``run(fn, t)``
-    applies a network part to a tile on the compute device."""
+def trunk_over_volume(net: M2CoFSNet, x: torch.Tensor, tasks: tuple[str, ...] = ("fusion", "segmentation"),
+                      tile_voxels: int = TRUNK_TILE_VOXELS, buffers: torch.device | None = None, run=None
+                      ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """F's features (for φ; with ``"segmentation"`` in ``tasks``) and ψ's fused volume (with
+    ``"fusion"``) over the whole of ``x`` (1, N, X, Y, Z), one tile at a time
+    (:func:`plan_trunk_tiles`, :meth:`M2CoFSNet.trunk_geometry`), kept on ``buffers`` (default:
+    ``x``'s device). ``run(fn, t)`` applies a network part to a tile (default: ``fn(t)``)."""
+    run = run or (lambda fn, t: fn(t))
+    buffers = buffers or x.device
     align, halo = net.trunk_geometry()
     shape = tuple(x.shape[2:])
     padded = tuple(-(-s // align) * align for s in shape)

@@ -80,17 +80,18 @@ def run(args: argparse.Namespace) -> int:
         held = [f for f in inputs if is_inside(f, out / cid)]
         if held:
             raise M2CofsError(f"--overwrite would replace {out / cid}, which holds the input file {held[0]}", out)
+    trunk = args.trunk or model.config.inference.trunk
     record = {"model": str(Path(args.model).resolve()), "model_sha256": model.meta.get("sha256"),
               "model_kind": model.meta.get("kind"), "modalities": model.modalities, "label_convention": conv.name,
               "tasks": model.tasks, "postprocess": None,
-              "trunk": args.trunk or model.config.inference.trunk, "cases": {}}
+              "trunk": trunk, "cases": {}}
     # Every case is written into a hidden staging folder inside OUT and moved into place only once
     # all cases have succeeded: a failing or interrupted run leaves no partial output behind.
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(out)
     staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out))
-    if args.trunk == "volume" and "segmentation" in model.tasks:
+    if trunk == "volume" and "segmentation" in model.tasks:
         print("m2cofs predict: note: --trunk volume segments much worse than the default sliding window "
               "(results/README.md); it is meant for the fused volume", file=sys.stderr)
     try:
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 case, source = ds.prepared(i), None
             pred = predict_case(model, case, conv, device, args.postprocess, source=source, detail_transfer=setting,
-                                trunk=args.trunk)
+                                trunk=trunk)
             del source
             folder = staging / case.id
             aff = np.array(case.meta.original_affine)

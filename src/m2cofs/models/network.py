@@ -98,13 +98,16 @@ class M2CoFSNet(nn.Module):
         every attention window on the same grid as a pass over the whole volume does, and a
         margin of ``halo`` voxels on each side covers what a core voxel depends on: one window
         for the unshifted Swin blocks, one more per shifted block (every second block), the
-        patch embedding, and one voxel per 3×3×3 convolution (Φ's four, F's, ψ's four). The
-        tile's core then equals the whole-volume result.
+        patch embedding, and one voxel per 3×3×3 convolution on the way (Φ's double convolutions,
+        all of F's, which it applies one after another, and ψ's). The tile's core then equals the
+        whole-volume result.
         """
         cfg = self.cfg
         align = cfg.patch_embed * cfg.window_size
         shifted = sum(d // 2 for d in cfg.depths)
-        convs = 4 + len(self.fusion.dense) + 2 + 4
+        enc = self.encoders[0]
+        convs = sum(m.kernel_size == (3, 3, 3) for part in (enc.conv_first, enc.conv_last, self.fusion, self.fusion_head)
+                    for m in part.modules() if isinstance(m, nn.Conv3d))
         reach = align * (1 + shifted) + cfg.patch_embed + convs
         return align, -(-reach // align) * align
 
