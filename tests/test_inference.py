@@ -76,3 +76,29 @@ def test_whole_tumour_components_alike_in_size_are_both_kept(fraction, kept):
     assert {name for name, sl in parts.items() if out[2][sl].all()} == kept
     assert out[2].sum() == sum(wt[parts[k]].sum() for k in kept)
     np.testing.assert_array_equal(out[0], out[2])  # ET, TC clipped to WT
+
+
+def test_weights_fuse_on_the_input_grid_keeping_full_resolution():
+    """Source weights from a 2 mm model grid, applied on the 1 mm input grid: weight one on a
+    source gives that source at full resolution (its stripes intact, which the 2 mm grid cannot
+    hold); any weights give a convex combination of the scaled sources at every voxel."""
+    from m2cofs.inference import compose_on_input_grid
+
+    pre = PreprocessConfig(spacing=(2.0, 2.0, 2.0))
+    src = _case()
+    case = preprocess_case(src, pre)
+    fg = foreground_mask(src.images)
+    full = [apply_intensity_range(src.images[c], fg, case.meta.intensity_range[c], pre) for c in range(2)]
+    one_hot = np.stack([np.ones(case.meta.shape, np.float32), np.zeros(case.meta.shape, np.float32)])
+    out = compose_on_input_grid(one_hot, case, src, pre)
+    assert out.shape == src.images.shape[1:]
+    np.testing.assert_allclose(out[fg], full[0][fg], atol=1e-5)
+    rng = np.random.default_rng(1)
+    w = rng.uniform(0.1, 1.0, (2, *case.meta.shape)).astype(np.float32)
+    w /= w.sum(0)
+    out = compose_on_input_grid(w, case, src, pre)
+    lo, hi = np.minimum(*full), np.maximum(*full)
+    assert np.all(out[fg] >= lo[fg] - 1e-5) and np.all(out[fg] <= hi[fg] + 1e-5)
+    assert np.all(out[~fg] == 0)
+    grad = lambda v: np.abs(np.diff(v, axis=0)).sum()  # noqa: E731
+    assert grad(compose_on_input_grid(one_hot, case, src, pre)) > 1.5 * grad(restore(case.image[0], case.meta, "image"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -96,3 +98,53 @@ def test_weight_generator_starts_at_the_interpolation():
     (g()["w"].sum()).backward()
     opt.step()
     assert not torch.allclose(g()["w"], out["w"])
+
+
+def test_weights_fusion_head_starts_as_mean_fusion_and_composes_the_sources():
+    """A ``weights`` ψ writes softmax source weights (zero last layer: equal weights, i.e. mean
+    fusion, before training) and its fused output is their weighted sum of the inputs."""
+    torch.manual_seed(0)
+    net = M2CoFSNet(3, 3, dataclasses.replace(TINY, fusion_head="weights"), (32, 32, 32)).eval()
+    x = torch.rand(1, 3, 32, 32, 32)
+    with torch.no_grad():
+        out = net(x, tasks=("fusion",))
+    w = out["fusion_weights"]
+    assert w.shape == (1, 3, 32, 32, 32)
+    torch.testing.assert_close(w, torch.full_like(w, 1 / 3))
+    torch.testing.assert_close(out["fused"], x.mean(1, keepdim=True))
+    with torch.no_grad():  # once the last layer moves, weights vary per voxel and still sum to one
+        torch.nn.init.normal_(net.fusion_head.out.weight, std=1.0)
+        out = net(x, tasks=("fusion",))
+    w = out["fusion_weights"]
+    assert float(w.std()) > 1e-3
+    torch.testing.assert_close(w.sum(1), torch.ones_like(w[:, 0]))
+    torch.testing.assert_close(out["fused"], (w * x).sum(1, keepdim=True))
+    z = net.trunk(x)
+    torch.testing.assert_close(net.fusion_head.fuse(z, x), out["fused"])
+    with pytest.raises(ValueError, match="needs the sources"):
+        net.fusion_head.fuse(z)
+
+
+def test_weights_head_starts_from_the_decoder_but_its_last_layer():
+    torch.manual_seed(0)
+    net = M2CoFSNet(2, 3, dataclasses.replace(TINY, fusion_head="weights"), (32, 32, 32))
+    torch.nn.init.normal_(net.decoder.layer1.conv[0].weight if hasattr(net.decoder.layer1, "conv")
+                          else next(net.decoder.layer1.parameters()))
+    net.fusion_head.init_from_decoder(net.decoder)
+    dec, head = net.decoder.state_dict(), net.fusion_head.state_dict()
+    for k, v in dec.items():
+        if not k.startswith("out."):
+            torch.testing.assert_close(head[k], v)
+    assert head["out.weight"].shape[0] == 2 and float(head["out.weight"].abs().sum()) == 0.0
+    image = M2CoFSNet(2, 3, TINY, (32, 32, 32))
+    image.fusion_head.init_from_decoder(image.decoder)
+    for k, v in image.decoder.state_dict().items():
+        torch.testing.assert_close(image.fusion_head.state_dict()[k], v)
+
+
+def test_unknown_fusion_head_is_refused():
+    from m2cofs.config import load_config
+    from m2cofs.errors import M2CofsError
+
+    with pytest.raises(M2CofsError, match="model.fusion_head.*choose one of image, weights"):
+        load_config("lite", overrides=["model.fusion_head=pixels"])

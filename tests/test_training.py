@@ -217,3 +217,59 @@ def test_resume_accepts_new_inference_settings_but_not_new_training_ones(synth, 
     (out / "run.json").write_text(json.dumps(info))
     with pytest.raises(M2CofsError, match="different config"):
         train(_opts(synth, out, resume=True, stop_after_steps=1))
+
+
+def test_weights_head_run_fuses_on_the_input_grid(synth, tmp_path):
+    """A ``weights`` fusion head trains through all stages; ``predict`` composes the fused volume
+    from the sources on the input grid (recorded), a convex combination of the scaled sources."""
+    from m2cofs.data.loading import foreground_mask
+    from m2cofs.data.preprocess import apply_intensity_range
+
+    run = tmp_path / "run"
+    fast = [o for o in TINY if not o.startswith("train.epochs")] + [
+        "train.epochs.stage0=1", "train.epochs.stage1=2", "train.epochs.stage2=1", "train.epochs.stage3=1",
+        "model.fusion_head=weights", "data.spacing=[1.5,1.5,1.5]", "data.samples_per_case=2"]
+    train(TrainOptions(data=str(synth), out=str(run), preset="lite", overrides=fast, exclude=[HELD_OUT], progress=False))
+    out = tmp_path / "pred"
+    assert main(["predict", "--model", str(run / "unified.ckpt"), "--input", str(synth), "--out", str(out),
+                 "--ids", HELD_OUT, "--no-preview"]) == 0
+    assert json.loads((out / "predict.json").read_text())["cases"][HELD_OUT]["fusion_grid"] == "input"
+    fused = np.asarray(nib.load(str(out / HELD_OUT / f"{HELD_OUT}_fused.nii.gz")).dataobj)
+    ds = MultiModalDataset(str(synth), modalities=["t1ce", "flair"], preprocess=PreprocessConfig(spacing=(1.5, 1.5, 1.5)),
+                           ids=[HELD_OUT])
+    case, src = ds.prepared_with_source(0)
+    fg = foreground_mask(src.images, src.mask)
+    full = [apply_intensity_range(src.images[c], fg, case.meta.intensity_range[c], ds.preprocess) for c in range(2)]
+    assert fused.shape == full[0].shape
+    lo, hi = np.minimum(*full), np.maximum(*full)
+    assert np.all(fused[fg] >= lo[fg] - 1e-4) and np.all(fused[fg] <= hi[fg] + 1e-4)
+    assert np.abs(fused[fg] - (full[0][fg] + full[1][fg]) / 2).max() > 1e-3  # trained: not the mean any more
+
+
+def test_time_budget_ends_each_loop_and_poly_lr_decays(synth, tmp_path):
+    """``--time-budget`` splits the minutes over the stages run (preset proportions) and ends each
+    loop on it however many epochs the preset asks for; poly LR falls over the loop."""
+    from m2cofs.training.engine import LoopSettings, scheduled_lr
+    from m2cofs.training.pipeline import stage_budgets
+
+    b = stage_budgets({"stage0": 10, "stage1": 30, "stage2": 12, "stage3": 10}, [0, 1, 2, 3], 104)
+    assert b == {0: 600.0, 1: 3600.0, 2: 1440.0, 3: 600.0}  # epochs × loops: 10, 60, 24, 10 of 104
+    assert stage_budgets({"stage0": 10, "stage1": 30, "stage2": 12, "stage3": 10}, [0, 1], 7) == {0: 60.0, 1: 360.0}
+    s = LoopSettings(epochs=10, batch_size=1, lr=0.01, lr_schedule="poly", max_seconds=100.0)
+    assert scheduled_lr(s, 0, 50, 0.0) == 0.01
+    assert scheduled_lr(s, 10, 50, 50.0) == pytest.approx(0.01 * 0.5 ** 0.9)  # time is further along than steps
+    assert scheduled_lr(s, 50, 50, 10.0) == 0.0
+    assert scheduled_lr(LoopSettings(epochs=1, batch_size=1, lr=0.01), 40, 50, 90.0) == 0.01
+    run = tmp_path / "run"
+    many = [o for o in TINY if not o.startswith("train.epochs.stage0")] + ["train.epochs.stage0=1000",
+                                                                            "train.lr_schedule=poly"]
+    summary = train(TrainOptions(data=str(synth), out=str(run), preset="lite", overrides=many, exclude=[HELD_OUT],
+                                 progress=False, stages=[0], time_budget=0.05))
+    assert summary["time_budget_seconds"] == {"stage0": 3.0}
+    rows = read_log(run / "logs" / "stage0_autoencoder.csv")
+    assert 1 <= len(rows) < 1000 * 3 / 2  # far fewer than 1000 epochs' steps
+    assert rows[-1]["seconds"] < 3.0 + 30  # the step that crossed the budget was the last
+    assert rows[-1]["lr"] < rows[0]["lr"] <= 0.003
+    with pytest.raises(SystemExit):
+        main(["train", "--data", str(synth), "--out", str(tmp_path / "x"), "--time-budget", "abc"])
+    assert main(["train", "--data", str(synth), "--out", str(tmp_path / "x"), "--time-budget", "-1"]) == 2

@@ -254,15 +254,16 @@ def _train_and_predict_peer(name: str, ctx: FoldContext, out: Path) -> None:
 def _predict_prepared(model, ctx: FoldContext, out: Path) -> None:
     """Predict the held-out cases with an in-memory model (no model file)."""
     from m2cofs.data.dataset import MultiModalDataset
-    from m2cofs.inference import predict_case
+    from m2cofs.inference import fusion_head_kind, predict_case
     from m2cofs.io import save_nifti
 
     t = ctx.t
     ds = MultiModalDataset(ctx.opts.data, ctx.opts.format, modalities=t.modalities, preprocess=t.preprocess,
                            ids=ctx.fold.test_ids, load_labels=False, cache_dir=ctx.cache)
+    on_input_grid = "fusion" in model.tasks and fusion_head_kind(model) == "weights"  # (image heads: model grid)
     for i in range(len(ds)):
-        case = ds.prepared(i)
-        pred = predict_case(model, case, t.convention)
+        case, source = ds.prepared_with_source(i) if on_input_grid else (ds.prepared(i), None)
+        pred = predict_case(model, case, t.convention, source=source)
         aff = np.array(case.meta.original_affine)
         if pred.label is not None:
             save_nifti(out / case.id / f"{case.id}_seg.nii.gz", pred.label, aff, case.meta.nifti_header(), dtype=np.uint8)
@@ -386,7 +387,7 @@ def model_for(name: str, ctx: FoldContext) -> Path | None:
 
             t.net.load_fusion_state(t.theta0)
             if t.cfg.model.fusion_channels == t.cfg.model.feature_channels:
-                t.net.fusion_head.load_state_dict(t.net.decoder.state_dict())
+                t.net.fusion_head.init_from_decoder(t.net.decoder)
             _fresh_seg_head(ctx)
             return JointTask(t.net, cfg.alpha, cfg.eta, cfg.seg_loss)
 

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from m2cofs.errors import M2CofsError
-from m2cofs.models.heads import seg_head_names
+from m2cofs.models.heads import FUSION_HEADS, seg_head_names
 from m2cofs.models.network import ModelConfig
 
 PRESETS = ("lite", "paper")
@@ -62,6 +62,8 @@ class TrainConfig:
     stage3_si: bool = True
     checkpoint_every: int = 50
     seed: int = 0
+    lr_schedule: str = "constant"  # constant | poly: lr · (1 − progress)^0.9, progress by steps or by the time budget
+    time_budget_minutes: float = 0.0  # > 0: train for this long in all, split over the stages (see stage_budgets)
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,7 @@ def _check_ranges(cfg: Config, source: str) -> None:
         need(getattr(m, k) >= 1, f"model.{k}", "must be >= 1")
     need(len(m.depths) == len(m.num_heads) and len(m.depths) >= 1, "model.depths", "needs one head count per stage")
     need(all(m.embed_dim % h == 0 for h in m.num_heads), "model.num_heads", f"every head count must divide embed_dim {m.embed_dim}")
+    need(m.fusion_head in FUSION_HEADS, "model.fusion_head", f"unknown fusion head {m.fusion_head!r}; choose one of {', '.join(FUSION_HEADS)}")
     need(m.seg_head in seg_head_names(), "model.seg_head", f"unknown head {m.seg_head!r}; choose one of {', '.join(seg_head_names())}")
     if m.seg_head == "swinunetr":
         need(m.seg_feature_size % 12 == 0, "model.seg_feature_size", "must be a multiple of 12 for swinunetr")
@@ -199,6 +202,8 @@ def _check_ranges(cfg: Config, source: str) -> None:
     need(t.g_hidden >= 1, "train.g_hidden", "must be >= 1")
     need(t.g_init in ("mean", "theta_f"), "train.g_init", "must be mean or theta_f")
     need(t.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
+    need(t.lr_schedule in ("constant", "poly"), "train.lr_schedule", "must be constant or poly")
+    need(t.time_budget_minutes >= 0, "train.time_budget_minutes", "must be >= 0 (0: no budget, the epochs decide)")
     need(0 <= i.overlap < 1, "inference.overlap", "must be in [0, 1)")
     need(i.sw_batch_size >= 1, "inference.sw_batch_size", "must be >= 1")
     need(i.min_component_mm3 >= 0, "inference.min_component_mm3", "must be >= 0")

@@ -121,7 +121,8 @@ def predict_array(model: LoadedModel, image: np.ndarray, device: str | torch.dev
                   tile_voxels: int = TRUNK_TILE_VOXELS) -> dict[str, np.ndarray]:
     """Sliding-window prediction on a preprocessed (C, X, Y, Z) array.
 
-    Returns ``fused`` (X, Y, Z) and/or ``seg_prob`` (R, X, Y, Z) on the same grid. Only the
+    Returns ``fused`` (X, Y, Z) and/or ``seg_prob`` (R, X, Y, Z) on the same grid (with a
+    ``weights`` fusion head also ``fusion_weights`` (N, X, Y, Z), the source weights). Only the
     tasks asked for are computed (a fusion-only call never runs φ). The volume, the windows and
     the blending buffers stay on ``device`` when they fit comfortably; on a GPU short of memory
     the buffers are kept in host memory.
@@ -160,7 +161,11 @@ def predict_array(model: LoadedModel, image: np.ndarray, device: str | torch.dev
                                      _buffer_device(device, x, tasks, n_regions, model.net.cfg.fusion_channels),
                                      run=lambda fn, t: run(fn, t).float())
         if fused is not None:
-            result["fused"] = fused[0, 0].cpu().numpy()
+            if fusion_head_kind(model) == "weights":
+                result["fusion_weights"] = fused[0].cpu().numpy()
+                result["fused"] = (fused[0] * x[0].to(fused.device)).sum(0).cpu().numpy()
+            else:
+                result["fused"] = fused[0, 0].cpu().numpy()
         if z is not None:
             seg = sliding_window_inference(z, predictor=lambda p: torch.sigmoid(run(model.net.seg_head, p).float()),
                                            device=z.device, **window)
@@ -172,6 +177,8 @@ def predict_array(model: LoadedModel, image: np.ndarray, device: str | torch.dev
         res = {}
         if "fused" in out:
             res["fused"] = out["fused"].float()
+        if "fusion_weights" in out:
+            res["fusion_weights"] = out["fusion_weights"].float()
         if "seg" in out:
             res["seg"] = torch.sigmoid(out["seg"].float())
         return res
@@ -179,6 +186,8 @@ def predict_array(model: LoadedModel, image: np.ndarray, device: str | torch.dev
     out = sliding_window_inference(x, predictor=predictor, device=_buffer_device(device, x, tasks, n_regions), **window)
     if "fused" in out:
         result["fused"] = out["fused"][0, 0].float().cpu().numpy()
+    if "fusion_weights" in out:  # blended weights sum to one again after the blend's normalisation
+        result["fusion_weights"] = out["fusion_weights"][0].float().cpu().numpy()
     if "seg" in out:
         result["seg_prob"] = out["seg"][0].float().cpu().numpy()
     return result
@@ -228,7 +237,8 @@ def trunk_over_volume(net: M2CoFSNet, x: torch.Tensor, tasks: tuple[str, ...] = 
                       tile_voxels: int = TRUNK_TILE_VOXELS, buffers: torch.device | None = None, run=None
                       ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """F's features (for φ; with ``"segmentation"`` in ``tasks``) and ψ's fused volume (with
-    ``"fusion"``) over the whole of ``x`` (1, N, X, Y, Z), one tile at a time
+    ``"fusion"``; with a ``weights`` head ψ's source weights, (1, N, ...), instead) over the whole
+    of ``x`` (1, N, X, Y, Z), one tile at a time
     (:func:`plan_trunk_tiles`, :meth:`M2CoFSNet.trunk_geometry`), kept on ``buffers`` (default:
     ``x``'s device). ``run(fn, t)`` applies a network part to a tile (default: ``fn(t)``)."""
     run = run or (lambda fn, t: fn(t))
@@ -238,13 +248,16 @@ def trunk_over_volume(net: M2CoFSNet, x: torch.Tensor, tasks: tuple[str, ...] = 
     padded = tuple(-(-s // align) * align for s in shape)
     xp = torch.nn.functional.pad(x, [p for s, q in zip(reversed(shape), reversed(padded)) for p in (0, q - s)])
     z = torch.zeros((1, net.cfg.fusion_channels, *shape), device=buffers) if "segmentation" in tasks else None
-    fused = torch.zeros((1, 1, *shape), device=buffers) if "fusion" in tasks else None
+    weights = net.fusion_head.kind == "weights"
+    out_ch = x.shape[1] if weights else 1
+    fused = torch.zeros((1, out_ch, *shape), device=buffers) if "fusion" in tasks else None
+    head = net.fusion_head.weights if weights else net.fusion_head
     for src, inner, dst in plan_trunk_tiles(padded, align, halo, tile_voxels):
         keep = tuple(slice(d.start, min(d.stop, s)) for d, s in zip(dst, shape))  # inside the unpadded volume
         cut = (slice(None), slice(None)) + tuple(slice(i.start, i.start + k.stop - k.start) for i, k in zip(inner, keep))
         zt = run(net.trunk, xp[(slice(None), slice(None), *src)])
         if fused is not None:
-            fused[(slice(None), slice(None), *keep)] = run(net.fusion_head, zt)[cut].to(buffers)
+            fused[(slice(None), slice(None), *keep)] = run(head, zt)[cut].to(buffers)
         if z is not None:
             z[(slice(None), slice(None), *keep)] = zt[cut].to(buffers)
         del zt
@@ -258,7 +271,7 @@ def _buffer_device(device: torch.device, x: torch.Tensor, tasks: tuple[str, ...]
     free memory, else in host memory."""
     if device.type != "cuda":
         return device
-    channels = (2 if "fusion" in tasks else 0) + (n_regions + 1 + features if "segmentation" in tasks else 0)
+    channels = (2 + x.shape[1] if "fusion" in tasks else 0) + (n_regions + 1 + features if "segmentation" in tasks else 0)
     need = channels * x[0, 0].numel() * 4
     free, _ = torch.cuda.mem_get_info(device)
     return device if need < free / 4 else torch.device("cpu")
@@ -374,6 +387,20 @@ def detail_transfer_wanted(setting: str, case: PreparedCase) -> bool:
     return bool(np.max(np.array(case.meta.spacing) / original.clip(1e-6)) > 1.25)
 
 
+def needs_source(model: LoadedModel, setting: str, case: PreparedCase) -> bool:
+    """Whether :func:`predict_case` wants the case as loaded (``source``): for a ``weights``
+    fusion head always (it fuses on the input grid), for an ``image`` head when detail transfer
+    applies."""
+    if "fusion" not in model.tasks:
+        return False
+    return fusion_head_kind(model) == "weights" or detail_transfer_wanted(setting, case)
+
+
+def fusion_head_kind(model: LoadedModel) -> str:
+    """``"image"`` or ``"weights"`` (networks without ψ count as ``"image"``)."""
+    return getattr(getattr(model.net, "fusion_head", None), "kind", "image")
+
+
 def transfer_detail(fused: np.ndarray, case: PreparedCase, source: Case, preprocess: PreprocessConfig) -> np.ndarray:
     """Add to ``fused`` (on the original grid) the detail of the sources that the model grid
     cannot hold, choosing per voxel the source whose detail is strongest (the max-abs rule of
@@ -394,16 +421,43 @@ def transfer_detail(fused: np.ndarray, case: PreparedCase, source: Case, preproc
     return best
 
 
+def compose_on_input_grid(weights: np.ndarray, case: PreparedCase, source: Case,
+                          preprocess: PreprocessConfig) -> np.ndarray:
+    """The fused volume on the input's own grid: the source weights of a ``weights`` fusion head
+    (N, *meta.shape, on the model grid), brought back to the original grid (trilinear, equal
+    weights outside the crop box, renormalised to sum to one), applied to the full-resolution
+    sources scaled exactly as the model saw them. No detail is lost to the model grid: only the
+    weight maps, which are smooth, are resampled."""
+    n = weights.shape[0]
+    w = restore(weights, case.meta, "prob", fill=1.0 / n)
+    w /= np.clip(w.sum(0, keepdims=True), 1e-6, None)
+    fg = foreground_mask(source.images, source.mask)
+    fused = np.zeros(w.shape[1:], np.float32)
+    for c, channel in enumerate(source.images):
+        fused += w[c] * apply_intensity_range(channel, fg, case.meta.intensity_range[c], preprocess)
+    fused[~fg] = 0.0
+    return fused
+
+
+def model_preprocessing(model: LoadedModel) -> PreprocessConfig:
+    """The preprocessing the model was trained with (its sidecar's, else its config's)."""
+    if "preprocessing" in model.meta:
+        return PreprocessConfig.from_dict(model.meta["preprocessing"])
+    return PreprocessConfig(spacing=model.config.data.spacing, intensity=model.config.data.intensity)
+
+
 def predict_case(model: LoadedModel, case: PreparedCase, out_convention: LabelConvention | None = None,
                  device: str | torch.device = "cpu", postprocess: bool | None = None,
                  source: Case | None = None, detail_transfer: str | None = None,
                  trunk: str | None = None) -> CasePrediction:
     """Predict one preprocessed case and bring the results back to its original grid.
 
-    ``source`` (the case as loaded, before preprocessing) lets the fused volume take back the
-    detail finer than the model grid (:func:`transfer_detail`), as ``detail_transfer`` (default:
-    the model's ``inference.detail_transfer``) asks; without it the fused volume is the model
-    grid's, resampled. ``trunk`` as for :func:`predict_array`."""
+    ``source`` (the case as loaded, before preprocessing): with a ``weights`` fusion head the
+    fused volume is composed from it on the input's own grid (:func:`compose_on_input_grid`);
+    with an ``image`` head it lets the fused volume take back the detail finer than the model
+    grid (:func:`transfer_detail`), as ``detail_transfer`` (default: the model's
+    ``inference.detail_transfer``) asks. Without it the fused volume is the model grid's,
+    resampled. ``trunk`` as for :func:`predict_array`."""
     t0 = time.time()
     conv = out_convention or model.convention
     if len(conv.regions) != len(model.meta["regions"]) or list(conv.regions) != list(model.meta["regions"]):
@@ -411,14 +465,19 @@ def predict_case(model: LoadedModel, case: PreparedCase, out_convention: LabelCo
     raw = predict_array(model, case.image, device, trunk=trunk)
     fused = label = None
     info: dict[str, Any] = {}
-    if "fused" in raw:
+    weights = raw.pop("fusion_weights", None)
+    if weights is not None and source is not None:  # the weights head: fuse on the input grid
+        fused = compose_on_input_grid(weights, case, source, model_preprocessing(model))
+        raw.pop("fused", None)
+        info["fusion_grid"] = "input"
+        info["detail_transfer"] = False
+    elif "fused" in raw:
         fused = restore(raw.pop("fused"), case.meta, "image", fill=0.0).astype(np.float32, copy=False)
+        info["fusion_grid"] = "model"
         setting = detail_transfer or model.config.inference.detail_transfer
         info["detail_transfer"] = source is not None and detail_transfer_wanted(setting, case)
         if info["detail_transfer"]:
-            pre = PreprocessConfig.from_dict(model.meta["preprocessing"]) if "preprocessing" in model.meta else \
-                PreprocessConfig(spacing=model.config.data.spacing, intensity=model.config.data.intensity)
-            fused = transfer_detail(fused, case, source, pre)
+            fused = transfer_detail(fused, case, source, model_preprocessing(model))
     if "seg_prob" in raw:
         regions = prob_to_regions(raw.pop("seg_prob"), case.meta)
         inf = model.config.inference

@@ -109,7 +109,7 @@ class ContinualTask(PathTask):
 
     def task_loss(self, z: torch.Tensor, image, target, has_label) -> tuple[torch.Tensor, dict[str, float]]:
         if self.second_task == "fusion":
-            loss, parts = fusion_loss(self.fusion_head(z), image, self.alpha)
+            loss, parts = fusion_loss(self.fusion_head.fuse(z, image), image, self.alpha)
             parts = {"fusion": float(loss.detach()), **parts}
         else:
             loss = masked_seg_loss(self.loss_fn, self.seg_head(z), target, has_label)

@@ -30,7 +30,7 @@ class JointTask(PathTask):
 
     def forward(self, image, target, has_label):
         z = self.features(image)
-        lf, fparts = fusion_loss(self.fusion_head(z), image, self.alpha)
+        lf, fparts = fusion_loss(self.fusion_head.fuse(z, image), image, self.alpha)
         ls = masked_seg_loss(self.loss_fn, self.seg_head(z), target, has_label)
         parts = {"fusion": float(lf.detach()), "seg": float(ls.detach()), **fparts}
         return lf + self.eta * ls, parts

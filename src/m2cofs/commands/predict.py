@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from m2cofs.data.dataset import MultiModalDataset
     from m2cofs.data.labels import get_convention
     from m2cofs.data.preprocess import PreprocessConfig, restore
-    from m2cofs.inference import detail_transfer_wanted, load_model, predict_case
+    from m2cofs.inference import fusion_head_kind, load_model, needs_source, predict_case
     from m2cofs.io import atomic_write_json, is_inside, save_nifti
     from m2cofs.training.pipeline import check_output_folder
 
@@ -97,11 +97,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         t0 = time.time()
         setting = args.detail_transfer or model.config.inference.detail_transfer
-        may_transfer = "fusion" in model.tasks and setting != "off"
+        may_transfer = "fusion" in model.tasks and (setting != "off" or fusion_head_kind(model) == "weights")
         for i in tqdm(range(len(ds)), desc="predict", unit="case", disable=args.no_progress):
-            if may_transfer:  # detail transfer needs the loaded case too: read the files once
+            if may_transfer:  # input-grid fusion needs the loaded case too: read the files once
                 case, source = ds.prepared_with_source(i)
-                if not detail_transfer_wanted(setting, case):
+                if not needs_source(model, setting, case):
                     source = None
             else:
                 case, source = ds.prepared(i), None

@@ -24,6 +24,9 @@ def add_parser(sub) -> None:
     p.add_argument("--config", default=None, metavar="YAML", help="YAML file merged over the preset")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting, e.g. --set train.epochs.stage1=50 (repeatable)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
+                   help="train for this many minutes (wall clock) in all, split over the stages in the preset's "
+                        "proportions (printed at the start); the epochs become a cap")
     p.add_argument("--stages", default="all", help="'all' or a subset such as 0,1 or 3 (default all)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run where it stopped")
     p.add_argument("--overwrite", action="store_true", help="discard an existing run in RUN and start over")
@@ -37,6 +40,10 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.time_budget is not None and args.time_budget <= 0:
+        from m2cofs.errors import M2CofsError
+
+        raise M2CofsError(f"--time-budget must be a positive number of minutes, not {args.time_budget:g}")
     from m2cofs.training.pipeline import TrainOptions, parse_stages, train
 
     opts = TrainOptions(
@@ -44,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         stages=parse_stages(args.stages), resume=args.resume, overwrite=args.overwrite, format=args.format,
         labels=args.labels, modalities=modalities_arg(args.modalities), resample_to=resample_arg(args.resample_to),
         include=_ids(args.include), exclude=_ids(args.exclude), cache_dir=args.cache_dir,
-        progress=not args.no_progress, device=args.device,
+        progress=not args.no_progress, device=args.device, time_budget=args.time_budget,
     )
     train(opts)
     return 0

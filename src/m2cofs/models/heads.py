@@ -1,5 +1,14 @@
 """ψ and φ — the task heads on F's output.
 
+The fusion head ψ is one of :data:`FUSION_HEADS`:
+
+- ``image`` (the paper's): a small decoder that writes the fused intensity itself.
+- ``weights``: the same decoder with one output per source, turned into per-voxel source
+  weights by a softmax; the fused volume is the weighted sum of the (scaled) sources
+  (:func:`compose`). The weights are smooth, so they can be computed on the model's coarse grid
+  and applied to the sources on the input's own grid: the fused volume keeps the scan's
+  resolution (``results/`` measures what the coarse grid costs an intensity head).
+
 The segmentation head φ is chosen from a registry of MONAI networks (the paper's plug-in
 experiment swaps it): ``swinunetr`` (the paper's), ``unetr``, ``segresnet`` and ``unet``.
 Register another with :func:`register_seg_head`.
@@ -9,11 +18,74 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 from torch import nn
 
 from m2cofs.models.encoder import ReconstructionDecoder
 
-FusionHead = ReconstructionDecoder
+FUSION_HEADS = ("image", "weights")
+
+
+class ImageFusionHead(ReconstructionDecoder):
+    """ψ as in the paper: F's features → the fused intensity (one channel)."""
+
+    kind = "image"
+
+    def init_from_decoder(self, decoder: ReconstructionDecoder) -> None:
+        """Start from the Stage-0 decoder D (the paper's initialisation of ψ)."""
+        self.load_state_dict(decoder.state_dict())
+
+    def fuse(self, z: torch.Tensor, sources: torch.Tensor | None = None) -> torch.Tensor:
+        return self(z)
+
+
+class WeightFusionHead(ReconstructionDecoder):
+    """ψ that writes per-voxel source weights: F's features → N logits → softmax weights."""
+
+    kind = "weights"
+
+    def __init__(self, in_channels: int, n_sources: int):
+        super().__init__(in_channels)
+        self.out = nn.Conv3d(self.out.in_channels, n_sources, kernel_size=1)
+
+    def init_from_decoder(self, decoder: ReconstructionDecoder) -> None:
+        """D's layers, and a zero last layer: equal weights (mean fusion) at the start."""
+        state = {k: v for k, v in decoder.state_dict().items() if not k.startswith("out.")}
+        self.load_state_dict(state, strict=False)
+        self.zero_output()
+
+    def zero_output(self) -> None:
+        """Equal source weights everywhere (mean fusion) until training moves them."""
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def weights(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, N, ...) source weights, summing to one over the sources."""
+        return torch.softmax(self(z), dim=1)
+
+    def fuse(self, z: torch.Tensor, sources: torch.Tensor | None = None) -> torch.Tensor:
+        if sources is None:
+            raise ValueError("a 'weights' fusion head needs the sources to fuse")
+        return compose(self.weights(z), sources)
+
+
+def compose(weights, sources):
+    """Σ_i w_i · x_i over the source axis (1 for tensors (B, N, ...), 0 for arrays (N, ...)),
+    keeping that axis with size one for tensors."""
+    if isinstance(weights, torch.Tensor):
+        return (weights * sources).sum(dim=1, keepdim=True)
+    return (weights * sources).sum(axis=0)
+
+
+def build_fusion_head(kind: str, in_channels: int, n_sources: int) -> nn.Module:
+    if kind == "image":
+        return ImageFusionHead(in_channels)
+    if kind == "weights":
+        return WeightFusionHead(in_channels, n_sources)
+    raise ValueError(f"unknown fusion head {kind!r}; choose one of {', '.join(FUSION_HEADS)}")
+
+
+FusionHead = ImageFusionHead
 
 _SEG_HEADS: dict[str, Callable[..., nn.Module]] = {}
 

@@ -19,7 +19,7 @@ from torch.func import functional_call
 from m2cofs.models.blocks import init_weights
 from m2cofs.models.encoder import ReconstructionDecoder, SwinEncoder
 from m2cofs.models.fusion_module import DenseFusion
-from m2cofs.models.heads import build_seg_head
+from m2cofs.models.heads import build_fusion_head, build_seg_head, compose
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class ModelConfig:
     patch_embed: int = 2
     fusion_growth: int = 16  # F's dense growth rate (paper 16)
     fusion_channels: int = 16  # F's output width (paper 16)
+    fusion_head: str = "image"  # ψ writes the fused intensity (paper) or per-voxel source weights
     seg_head: str = "swinunetr"
     seg_feature_size: int = 48
     seg_depths: tuple[int, ...] = (2, 2, 2, 2)
@@ -67,12 +68,14 @@ class M2CoFSNet(nn.Module):
         )
         self.decoder = ReconstructionDecoder(c)  # Stage 0 autoencoder decoder (shared by modalities)
         self.fusion = DenseFusion(n_modalities * c, cfg.fusion_growth, cfg.fusion_channels)
-        self.fusion_head = ReconstructionDecoder(cfg.fusion_channels)
+        self.fusion_head = build_fusion_head(cfg.fusion_head, cfg.fusion_channels, n_modalities)
         self.seg_head = build_seg_head(cfg.seg_head, cfg.fusion_channels, n_classes, cfg.seg_feature_size,
                                        patch_size, depths=cfg.seg_depths, num_heads=cfg.seg_num_heads,
                                        window_size=cfg.seg_window_size)
         for part in (self.encoders, self.decoder, self.fusion, self.fusion_head):
             init_weights(part)
+        if self.fusion_head.kind == "weights":
+            self.fusion_head.zero_output()
 
     # --- pieces ------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,11 +120,16 @@ class M2CoFSNet(nn.Module):
 
     def forward(self, x: torch.Tensor, fusion_params: Mapping[str, torch.Tensor] | None = None,
                 tasks: tuple[str, ...] = ("fusion", "segmentation")) -> dict[str, torch.Tensor]:
-        """One pass: ``{"fused": (B,1,...), "seg": (B,R,...) logits}`` (the tasks asked for)."""
+        """One pass: ``{"fused": (B,1,...), "seg": (B,R,...) logits}`` (the tasks asked for);
+        with a ``weights`` fusion head also ``"fusion_weights"`` (B,N,...)."""
         z = self.fuse_features(self.encode(x), fusion_params)
         out: dict[str, torch.Tensor] = {}
         if "fusion" in tasks:
-            out["fused"] = self.fusion_head(z)
+            if self.fusion_head.kind == "weights":
+                out["fusion_weights"] = self.fusion_head.weights(z)
+                out["fused"] = compose(out["fusion_weights"], x)
+            else:
+                out["fused"] = self.fusion_head(z)
         if "segmentation" in tasks:
             out["seg"] = self.seg_head(z)
         return out

@@ -97,6 +97,22 @@ class LoopSettings:
     stop_after_steps: int | None = None  # for tests: simulate an interruption after this many steps
     max_seconds: float | None = None  # a time budget: the stage ends after the step that exhausts it
     channels_last: bool | None = None  # channels_last_3d weights and batches (None: on CPU and CUDA)
+    lr_schedule: str = "constant"  # constant | poly (nnU-Net's: lr · (1 − progress)^0.9)
+
+
+POLY_POWER = 0.9
+
+
+def scheduled_lr(s: LoopSettings, step: int, total_steps: int, seconds: float) -> float:
+    """The learning rate for the step after ``step`` of ``total_steps`` taken in ``seconds``:
+    constant, or poly decay over the loop's progress — by steps, or by time under a budget
+    (whichever is further along)."""
+    if s.lr_schedule == "constant":
+        return s.lr
+    progress = step / max(total_steps, 1)
+    if s.max_seconds:
+        progress = max(progress, seconds / s.max_seconds)
+    return s.lr * max(1.0 - min(progress, 1.0), 0.0) ** POLY_POWER
 
 
 @dataclass
@@ -313,7 +329,9 @@ def run_loop(name: str, task: StageTask, dataset: PatchDataset, s: LoopSettings,
     if s.progress and dist_info.is_main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, initial=step, desc=name, unit="step", dynamic_ncols=True, leave=True)
+        # Under a time budget the epochs are only a cap: the bar counts steps and shows the time.
+        bar = tqdm(total=None if s.max_seconds else total, initial=step, desc=name, unit="step", dynamic_ncols=True,
+                   leave=True)
 
     def checkpoint(epoch: int, batch: int) -> None:
         if dist_info.is_main:
@@ -365,6 +383,9 @@ def run_loop(name: str, task: StageTask, dataset: PatchDataset, s: LoopSettings,
                         target = target.contiguous(memory_format=torch.channels_last_3d)
                     t_step = time.perf_counter()
                     data_seconds += t_step - t_wait
+                    lr = scheduled_lr(s, step, total, spent_before + time.time() - t0)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
                     optimizer.zero_grad(set_to_none=True)
                     with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                         loss, parts = model(image, target, has_label)
@@ -383,7 +404,7 @@ def run_loop(name: str, task: StageTask, dataset: PatchDataset, s: LoopSettings,
                     voxels += image.shape[0] * image[0, 0].numel()
                     last_loss = all_reduce_mean(float(loss.detach()), dist_info)  # waits for the device
                     step_seconds += time.perf_counter() - t_step
-                    row = {"stage": name, "epoch": epoch, "step": step, "loss": last_loss,
+                    row = {"stage": name, "epoch": epoch, "step": step, "loss": last_loss, "lr": lr,
                            **{k: float(v) for k, v in parts.items()}, "seconds": round(time.time() - t0, 3)}
                     history.append(row)
                     if bar is not None:

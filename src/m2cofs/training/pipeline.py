@@ -114,6 +114,21 @@ class TrainOptions:
     progress: bool = True
     device: str = "auto"
     stop_after_steps: int | None = None  # test hook: simulate an interruption
+    time_budget: float | None = None  # minutes in all (overrides train.time_budget_minutes)
+
+
+LOOPS_PER_STAGE = {0: 1, 1: 2, 2: 2, 3: 1}  # Stage I and II train a fusion and a segmentation loop each
+BUDGET_EPOCHS = 1_000_000  # the epoch cap of a loop that a time budget ends
+
+
+def stage_budgets(epochs: dict[str, int], stages: list[int], minutes: float) -> dict[int, float]:
+    """Seconds per stage for a budget of ``minutes`` over ``stages``: in the preset's proportions,
+    each stage's share its epochs times its loops (a stage with no epochs gets no time)."""
+    weight = {st: epochs[f"stage{st}"] * LOOPS_PER_STAGE[st] for st in stages}
+    total = sum(weight.values())
+    if total <= 0:
+        raise M2CofsError("--time-budget: the stages to run have no epochs to share the budget by")
+    return {st: 60.0 * minutes * w / total for st, w in weight.items()}
 
 
 def _data_root(data: Path) -> Path:
@@ -156,6 +171,11 @@ class Trainer:
         self.net = M2CoFSNet(len(self.modalities), len(self.convention.regions), self.cfg.model,
                              tuple(self.cfg.data.patch_size))
         self.theta0 = self.net.fusion_state()
+        minutes = opts.time_budget if opts.time_budget is not None else self.cfg.train.time_budget_minutes
+        self.budgets = stage_budgets(self.cfg.train.epochs, opts.stages, minutes) if minutes else {}
+        if self.budgets and self.dist.is_main:
+            split = ", ".join(f"stage {st} {sec / 60:.1f} min" for st, sec in self.budgets.items())
+            self._say(f"time budget {minutes:g} min (wall clock), in the preset's proportions: {split}")
         self.timings: dict[str, float] = {}
         self.losses: dict[str, float] = {}
 
@@ -307,11 +327,15 @@ class Trainer:
     def _settings(self, stage: int) -> LoopSettings:
         c = self.cfg
         lr = c.train.stage2_lr if stage == 2 and c.train.stage2_lr is not None else c.train.lr
-        return LoopSettings(epochs=c.train.epochs[f"stage{stage}"], batch_size=c.data.batch_size, lr=lr,
+        epochs, seconds = c.train.epochs[f"stage{stage}"], None
+        if self.budgets:  # the budget decides; the epochs are only a cap
+            epochs, seconds = BUDGET_EPOCHS, self.budgets[stage] / LOOPS_PER_STAGE[stage]
+        return LoopSettings(epochs=epochs, batch_size=c.data.batch_size, lr=lr,
                             weight_decay=c.train.weight_decay, optimizer=c.train.optimizer,
                             checkpoint_every=c.train.checkpoint_every, seed=c.train.seed, workers=c.data.workers,
                             progress=self.opts.progress, amp=self.dist.device.type == "cuda",
-                            stop_after_steps=self.opts.stop_after_steps)
+                            stop_after_steps=self.opts.stop_after_steps, max_seconds=seconds,
+                            lr_schedule=c.train.lr_schedule)
 
     def _patches(self, name: str, foreground_ratio: float | None = None) -> PatchDataset:
         d = self.cfg.data
@@ -355,7 +379,7 @@ class Trainer:
         if run and not self.done(s1.FUSION):
             self.net.load_fusion_state(self.theta0)
             if self.cfg.model.fusion_channels == self.cfg.model.feature_channels:
-                self.net.fusion_head.load_state_dict(self.net.decoder.state_dict())  # ψ starts from D
+                self.net.fusion_head.init_from_decoder(self.net.decoder)  # ψ starts from D
             task = s1.FusionTask(self.net, alpha=t.alpha, si_xi=t.si_xi)
             self._run(s1.FUSION, task, 1)
             self._save_stage(s1.FUSION, self._prefixed(fusion=self.net.fusion_state(), omega=task.si.importance(),
@@ -476,6 +500,7 @@ class Trainer:
         timings = {**old.get("stage_seconds", {}), **{k: round(v, 2) for k, v in self.timings.items()}}
         losses = {**old.get("final_loss", {}), **self.losses}
         out = {"stage_seconds": timings, "final_loss": losses, "last_call_seconds": round(seconds, 2),
+               "time_budget_seconds": {f"stage{k}": round(v, 1) for k, v in self.budgets.items()} or None,
                "device": str(self.dist.device), "world_size": self.dist.world_size}
         if hasattr(self, "theta_sf"):
             out["weight_distances"] = {

@@ -83,7 +83,7 @@ class FusionTask(PathTask):
         self.alpha = alpha
 
     def forward(self, image, target, has_label):
-        fused = self.fusion_head(self.features(image))
+        fused = self.fusion_head.fuse(self.features(image), image)
         loss, parts = fusion_loss(fused, image, self.alpha)
         return self.penalised(loss, parts), parts
 

@@ -51,7 +51,7 @@ class UnificationTask(StageTask):
         with torch.no_grad():
             feats = torch.cat([enc(image[:, i: i + 1]) for i, enc in enumerate(self.encoders)], dim=1)
         z = functional_call(self.fusion_module[0], theta_u, (feats,))
-        fused = self.fusion_head(z)
+        fused = self.fusion_head.fuse(z, image)
         logits = self.seg_head(z)
         lf, fparts = fusion_loss(fused, image, self.alpha)
         ls = masked_seg_loss(self.loss_fn, logits, target, has_label)
