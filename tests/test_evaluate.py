@@ -215,6 +215,62 @@ def test_refuses_report_in_dataset(shifted_preds, aniso_data, capsys):
     assert not (aniso_data / "reports").exists() and not (aniso_data / "metrics.csv").exists()
 
 
+def _pred_is_data_cases(tmp_path, data):
+    link = tmp_path / "data-link"
+    link.symlink_to(data, target_is_directory=True)
+    return {
+        "same": (data, data, "same folder"),
+        "symlink": (link, data, "same folder"),            # a link to the dataset is the dataset
+        "pred_inside_data": (data / "case0", data, "inside the dataset"),
+        "data_inside_pred": (tmp_path, data, "contains the dataset"),
+        "case_folder": (data / "case1", data / "case1", "same folder"),
+    }
+
+
+@pytest.mark.parametrize("what", ["same", "symlink", "pred_inside_data", "data_inside_pred", "case_folder"])
+def test_pred_is_data_is_refused(tmp_path, aniso_data, capsys, what):
+    """--pred DATA --data DATA used to score the ground truth (<id>_seg) against itself: Dice 1, exit 0."""
+    pred, data, expected = _pred_is_data_cases(tmp_path, aniso_data)[what]
+    rep = tmp_path / "rep"
+    rc = main(["evaluate", "--pred", str(pred), "--data", str(data), "--out", str(rep), "--quiet", "--metrics", "seg"])
+    captured = capsys.readouterr()
+    assert rc == 2, captured.out
+    assert expected in captured.err and str(pred) in captured.err and "Traceback" not in captured.err
+    assert "Dice" not in captured.out
+    assert not rep.exists()
+
+
+def test_datalist_pointing_into_pred_is_refused(tmp_path, aniso_data, capsys):
+    """A datalist whose labels are the prediction files themselves (no folder to compare)."""
+    lst = tmp_path / "list.json"
+    cases = [{"id": f"case{i}", "t1ce": f"data/case{i}/case{i}_t1ce.nii.gz",
+              "flair": f"data/case{i}/case{i}_flair.nii.gz",
+              "label": f"data/case{i}/case{i}_seg.nii.gz"} for i in range(3)]
+    lst.write_text(json.dumps({"training": cases}))
+    rep = tmp_path / "rep"
+    rc = main(["evaluate", "--pred", str(aniso_data), "--data", str(lst), "--out", str(rep), "--quiet",
+               "--metrics", "seg"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "own file" in err and "case0_seg.nii.gz" in err
+    assert not rep.exists()
+
+
+@pytest.mark.parametrize("layout", ["empty", "other_names"])
+def test_pred_without_prediction_files_says_so(tmp_path, aniso_data, capsys, layout):
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    if layout == "other_names":
+        _, lab, aff = case_arrays(aniso_data, "case0")
+        write_nifti(pred / "case0" / "case0_label.nii.gz", lab, aff)
+    rep = tmp_path / "rep"
+    rc = main(["evaluate", "--pred", str(pred), "--data", str(aniso_data), "--out", str(rep), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert str(pred) in err and "<id>/<id>_fused.nii.gz" in err and "<id>/<id>_seg.nii.gz" in err
+    assert ("case0" in err) == (layout == "other_names")
+    assert not rep.exists()
+
+
 @pytest.mark.parametrize("what", ["shape", "affine", "seg_values", "seg_fraction"])
 def test_bad_prediction_is_an_error_and_nothing_is_written(tmp_path, aniso_data, capsys, what):
     pred = tmp_path / "pred"

@@ -101,6 +101,13 @@ def find_predictions(root: str | os.PathLike, ignore: Sequence[str | os.PathLike
                              f"{', ...' if len(niftis) > 3 else ''}): ignored")
             continue
         cases[cid] = PredictionFiles(cid, d, fused, seg)
+    if not cases:
+        looked = ", ".join(f"<id>/<id>_{k}{suf}" for k in ("fused", "seg") for suf in PRED_SUFFIXES)
+        subdirs = [d.name for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+        found = (f"{len(subdirs)} subfolder(s) ({', '.join(subdirs[:5])}{', ...' if len(subdirs) > 5 else ''}), "
+                 "none holding such a file" if subdirs else "no case subfolder")
+        raise M2CofsError(f"no prediction files: looked for {looked} (as 'm2cofs predict' writes them) and "
+                          f"found {found}; is --pred the output folder of 'm2cofs predict'?", root)
     info = None
     pj = root / "predict.json"
     if pj.is_file():
@@ -428,6 +435,43 @@ def _data_folder(data: Path) -> Path | None:
     return data.parent if data.name == "dataset.json" else None
 
 
+def check_pred_and_data_apart(pred: Path, data: Path) -> None:
+    """Refuse a prediction folder that is the dataset folder, inside it or around it (links
+    resolved): its ``<id>/<id>_seg.nii.gz`` files would be the ground truth scored against itself."""
+    folder = _data_folder(data)
+    if folder is None or not pred.exists():  # a datalist JSON: its files are checked one by one
+        return
+    p, d = pred.resolve(), folder.resolve()
+    if p == d:
+        raise M2CofsError(f"--pred and --data are the same folder ({d}): the ground truth would be scored against "
+                          "itself; --pred must be the output folder of 'm2cofs predict'", pred)
+    if d in p.parents:
+        raise M2CofsError(f"--pred is inside the dataset folder {d} (--data); predictions must be kept apart from "
+                          "the dataset, whose <id>_seg files are the ground truth", pred)
+    if p in d.parents:
+        raise M2CofsError(f"--pred contains the dataset folder {d} (--data); its <id>_seg files (the ground truth) "
+                          "would be read as predictions; pass the output folder of 'm2cofs predict'", pred)
+
+
+def _check_not_dataset_files(preds: "PredictionSet", spec, matched: Sequence[str]) -> None:
+    """A prediction file that is one of the case's own files (a datalist pointing into --pred)."""
+    by_id = {c.id: c for c in spec.cases}
+    for cid in matched:
+        case = by_id[cid]
+        own = [r.path for r in case.images.values()] + [q for q in (case.label, case.mask) if q is not None]
+        for f in (preds.cases[cid].fused, preds.cases[cid].seg):
+            if f is None:
+                continue
+            for o in own:
+                try:
+                    same = os.path.samefile(f, o)
+                except OSError:
+                    same = False
+                if same:
+                    raise M2CofsError(f"this prediction is case {cid}'s own file {o} in --data: the dataset would be "
+                                      "scored against itself", f)
+
+
 def _resolve_modalities(modalities, pred: PredictionSet, spec) -> tuple[list[str], str]:
     from m2cofs.data.dataset import dataset_modalities
     from m2cofs.data.modalities import parse_modality_list
@@ -493,6 +537,7 @@ def evaluate(
     if existing and not overwrite:
         raise M2CofsError(f"{', '.join(t.name for t in existing)} already exist(s); pass --overwrite to replace", out)
 
+    check_pred_and_data_apart(pred, data)
     preds = find_predictions(pred, ignore=[out])
     spec = discover(data, format)
     convention, conv_reason = resolve_convention(spec, labels)
@@ -515,6 +560,7 @@ def evaluate(
             f"{len(by_id)} case(s)); expected OUT/<id>/<id>_fused.nii.gz or <id>_seg.nii.gz with the dataset's ids",
             pred,
         )
+    _check_not_dataset_files(preds, spec, matched)
     if resample_to is not None and resample_to not in mods:
         raise M2CofsError(f"--resample-to {resample_to}: not among the evaluated modalities {', '.join(mods)}")
 
