@@ -444,3 +444,53 @@ def test_real_tcga_predict_json_sources_slice_mode(real_data, tmp_path):
         assert row[f"Dice/{reg}"] == pytest.approx(_np_dice(np.isin(seg, members), np.isin(case.label, members)), abs=1e-6)
         assert 2.0 < row[f"HD95/{reg}"] <= 3.0 + 1e-6        # a pure 3-voxel shift at 1 mm
     assert 0.3 < row["slice/Q_MI"] < 2.0
+
+
+# ----------------------------------------------------------------------------- --mask none (paper's convention)
+def _phantom_case(root: Path, cid: str = "ph0", shape=(36, 40, 20)):
+    """A head-shaped ellipsoid in a large zero background: two sources with different contrast."""
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
+    head = (x ** 2 + y ** 2 + 0.5 * z ** 2) < 0.6
+    blob = ((x - 0.25) ** 2 + (y - 0.1) ** 2 + z ** 2) < 0.06
+    rng = np.random.default_rng(3)
+    a = np.where(head, 100 + 30 * x + rng.normal(0, 5, shape), 0).astype(np.float32) + 150 * blob
+    b = np.where(head, 60 - 20 * y + rng.normal(0, 5, shape), 0).astype(np.float32) + 60 * blob
+    lab = np.zeros(shape, np.uint8)
+    lab[blob] = 4
+    for m, v in (("t1ce", a), ("flair", b)):
+        write_nifti(root / cid / f"{cid}_{m}.nii.gz", v)
+    write_nifti(root / cid / f"{cid}_seg.nii.gz", lab)
+    return [a, b], head
+
+
+def test_mask_none_is_whole_slices_and_matches_direct_metrics(tmp_path, capsys):
+    from m2cofs.data.preprocess import PreprocessConfig, scale_intensity
+    from m2cofs.metrics.fusion import PAPER_METRICS, fusion_metrics
+
+    data = tmp_path / "data"
+    srcs, head = _phantom_case(data)
+    fused = 0.7 * srcs[0] + 0.3 * srcs[1]
+    pred = tmp_path / "pred"
+    write_pred(pred, "ph0", np.eye(4), fused=fused)
+    rc = main(["evaluate", "--pred", str(pred), "--data", str(data), "--out", str(tmp_path / "none"),
+               "--mask", "none", "--metrics", "paper", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    none = json.loads((tmp_path / "none" / "summary.json").read_text())
+    brain = evaluate(pred, data, tmp_path / "brain", metrics="paper", report=False, progress=False).summary
+    assert none["mask"] == "none" and brain["mask"] == "brain"
+    assert "Table 1" in none["mask_description"] and "whole volume" in none["scaling"]
+    html = (tmp_path / "none" / "report.html").read_text()
+    assert "Table 1" in html and "background included" in html
+    # a direct call of the metric functions with no mask, sources and fused scaled over the whole volume
+    everything = np.ones(head.shape, bool)
+    s01 = [scale_intensity(v, everything, PreprocessConfig())[0] for v in srcs]
+    f01 = scale_intensity(fused.astype(np.float32), everything, PreprocessConfig())[0]
+    for mode in ("slice", "volume"):
+        direct = fusion_metrics(s01, f01, None, mode, PAPER_METRICS)
+        for m in PAPER_METRICS:
+            got = none["metrics"][f"{mode}/{m}"]["mean"]
+            assert got == pytest.approx(direct[m], rel=1e-6), (mode, m)   # float32 rounding only
+            # the background changes the numbers: not the brain-mask ones
+            assert got != pytest.approx(brain["metrics"][f"{mode}/{m}"]["mean"], rel=1e-5), (mode, m)
+    with pytest.raises(M2CofsError, match="--mask"):
+        evaluate(pred, data, tmp_path / "bad", mask="head", report=False, progress=False)

@@ -11,10 +11,20 @@
    an error. A prediction on another grid (shape or affine) than its case is an error naming
    the file; all grids are checked (from the headers) before any metric is computed.
 3. **Fusion metrics** (:mod:`m2cofs.metrics.fusion`) for every case with a fused volume, in
-   ``slice`` and/or ``volume`` mode, inside the brain mask (the case's ``_brainmask``, else
-   :func:`~m2cofs.data.loading.foreground_mask`), each source and the fused volume scaled the
-   same way by :func:`~m2cofs.data.preprocess.scale_intensity` (robust [0, 1] scaling inside
-   that mask, zero outside).
+   ``slice`` and/or ``volume`` mode, each source and the fused volume scaled the same way by
+   :func:`~m2cofs.data.preprocess.scale_intensity` (robust [0, 1] scaling). Where they are
+   computed is ``mask``:
+
+   * ``"brain"`` (default, ``--mask brain``): inside the brain mask (the case's ``_brainmask``,
+     else :func:`~m2cofs.data.loading.foreground_mask`); scaled inside that mask, zero outside.
+     The background does not count: these numbers describe the fused brain.
+   * ``"none"`` (``--mask none``): every voxel of each axial slice (slice mode) or of the volume,
+     the zero background included; scaled over the whole volume. This is the convention of the
+     MATLAB scripts behind the paper's Table 1 (whole 2-D slices), so use it to compare with the
+     paper. The background is large, flat and zero in sources and fused image alike, so it
+     changes every metric (the joint histograms gain a large (0, 0) bin; windowed and gradient
+     metrics are averaged over flat background too): numbers of the two settings are not
+     comparable with each other.
 4. **Segmentation metrics** (:mod:`m2cofs.metrics.segmentation`): Dice and HD95 (mm) per region
    for every case with a predicted label map and a ground truth.
 5. **Outputs** in REPORT: ``metrics.csv`` (one row per case), ``summary.json`` (mean ± std and
@@ -48,6 +58,19 @@ from m2cofs.metrics.segmentation import HIGHER_IS_BETTER as SEG_HIGHER_IS_BETTER
 
 OUTPUT_FILES = ("metrics.csv", "summary.json", "report.html")
 MODES = ("volume", "slice")
+MASKS = ("brain", "none")
+MASK_TEXT = {
+    "brain": "brain: the case's brain mask when present, else foreground_mask of the sources; fusion metrics "
+             "inside it, background excluded (m2cofs's default; not the paper's Table 1 convention)",
+    "none": "none: whole slices (slice mode) / the whole volume, background included, as in the MATLAB scripts "
+            "behind the paper's Table 1 (comparable with the paper's numbers; not with --mask brain)",
+}
+SCALING_TEXT = {
+    "brain": "scale_intensity(PreprocessConfig()) per volume inside the brain mask: "
+             "[min(0, p0.5), p99.5] -> [0, 1], clipped, 0 outside the mask",
+    "none": "scale_intensity(PreprocessConfig()) over the whole volume (background included): "
+            "[min(0, p0.5), p99.5] -> [0, 1], clipped",
+}
 DEFAULT_MAX_PREVIEWS = 20
 PRED_SUFFIXES = (".nii.gz", ".nii")
 
@@ -194,6 +217,7 @@ class CaseJob:
     fusion_metrics: list[str]
     seg_metrics: list[str]
     preview: bool = False
+    mask: str = "brain"  # where fusion metrics are computed: "brain" or "none" (whole slices / volume)
 
 
 @dataclass
@@ -294,7 +318,12 @@ def evaluate_case(job: CaseJob) -> CaseResult:
     res = CaseResult(case.id, {}, has_fused=job.fused is not None, has_seg=job.seg is not None,
                      has_gt=case.label is not None)
     res.notes += [n for n in case.notes if n.startswith("resampled")]
-    fg = foreground_mask(case.images, case.mask)
+    if job.mask == "none":  # the paper's convention: whole slices, scaled over the whole volume
+        fg = np.ones(case.shape, dtype=bool)
+        metric_mask = None
+    else:
+        fg = foreground_mask(case.images, case.mask)
+        metric_mask = fg
     cfg = PreprocessConfig()
     sources = {m: scale_intensity(v, fg, cfg)[0] for m, v in zip(case.modalities, case.images)}
     fused = None
@@ -310,7 +339,7 @@ def evaluate_case(job: CaseJob) -> CaseResult:
 
                 for mode in job.modes:
                     try:
-                        vals = fusion_metrics(list(sources.values()), fused, fg, mode, job.fusion_metrics)
+                        vals = fusion_metrics(list(sources.values()), fused, metric_mask, mode, job.fusion_metrics)
                     except ValueError as exc:
                         raise M2CofsError(f"fusion metrics ({mode} mode) failed: {exc}", job.fused) from None
                     for k in job.fusion_metrics:
@@ -503,6 +532,7 @@ def evaluate(
     resample_to: str | None = None,
     mode: str | Sequence[str] = "both",
     metrics: str | Sequence[str] | None = None,
+    mask: str = "brain",
     report: bool = True,
     overwrite: bool = False,
     progress: bool = True,
@@ -524,6 +554,8 @@ def evaluate(
     fusion_names, seg_names = resolve_metric_names(metrics)
     if workers < 1:
         raise M2CofsError("--workers must be at least 1")
+    if mask not in MASKS:
+        raise M2CofsError(f"--mask: unknown mask {mask!r}; choose {' or '.join(MASKS)}")
 
     # where the report goes: never into the dataset, never over old results without --overwrite
     if not data.exists():
@@ -566,11 +598,11 @@ def evaluate(
 
     n_prev = len(matched) if max_previews is None else min(len(matched), max(0, max_previews))
     jobs = [CaseJob(by_id[cid], mods, convention, resample_to, preds.cases[cid].fused, preds.cases[cid].seg,
-                    modes, fusion_names, seg_names, preview=report and i < n_prev)
+                    modes, fusion_names, seg_names, preview=report and i < n_prev, mask=mask)
             for i, cid in enumerate(matched)]
     check_prediction_grids(jobs)
     log(f"evaluating {len(jobs)} case(s): labels {convention.name} ({conv_reason}); sources "
-        f"{', '.join(mods)} ({mods_reason}); modes {', '.join(modes)}")
+        f"{', '.join(mods)} ({mods_reason}); modes {', '.join(modes)}; mask {mask}")
 
     from tqdm.auto import tqdm
 
@@ -612,9 +644,9 @@ def evaluate(
         "modes": modes,
         "fusion_metrics": fusion_names,
         "segmentation_metrics": seg_names,
-        "scaling": "scale_intensity(PreprocessConfig()) per volume inside the brain mask: "
-                   "[min(0, p0.5), p99.5] -> [0, 1], clipped, 0 outside the mask",
-        "mask": "the case's brain mask when present, else foreground_mask of the sources",
+        "mask": mask,
+        "mask_description": MASK_TEXT[mask],
+        "scaling": SCALING_TEXT[mask],
         "empty_regions": {"both_empty": {"Dice": 1.0, "HD95": 0.0},
                           "one_empty": {"Dice": 0.0, "HD95": "volume diagonal in mm (penalty)"}},
         "std": "sample standard deviation (ddof=1); 0 for a single case",

@@ -13,7 +13,8 @@ def add_parser(sub) -> None:
         "evaluate", help="score predictions: fusion metrics, Dice / HD95, HTML report",
         description="Match the predictions in OUT (OUT/<id>/<id>_fused.nii.gz and/or <id>_seg.nii.gz, as written by "
                     "'m2cofs predict') to the cases of DATA by id; compute fusion metrics for every fused volume "
-                    "(inside the brain mask, sources and fused volume scaled alike) and Dice / HD95 per region for "
+                    "(sources and fused volume scaled alike; inside the brain mask by default, over whole slices "
+                    "with --mask none) and Dice / HD95 per region for "
                     "every segmentation with a ground truth; write REPORT/metrics.csv (one row per case), "
                     "REPORT/summary.json (mean ± std per metric) and REPORT/report.html (self-contained).",
     )
@@ -25,6 +26,13 @@ def add_parser(sub) -> None:
                                         "recorded in OUT/predict.json, else all of the dataset's modalities)")
     p.add_argument("--mode", default="both", choices=("slice", "volume", "both"),
                    help="fusion metrics per axial slice (averaged), on the whole volume, or both (default both)")
+    p.add_argument("--mask", default="brain", choices=("brain", "none"),
+                   help="where the fusion metrics are computed. brain (default): inside the brain mask (the case's "
+                        "_brainmask, else the non-background voxels), intensities scaled inside it; m2cofs's own "
+                        "numbers, not comparable with the paper's. none: whole axial slices (slice mode) or the whole "
+                        "volume, background included, intensities scaled over the whole volume: the convention of "
+                        "the MATLAB scripts behind the paper's Table 1 (use with --mode slice to compare with it). "
+                        "Numbers of the two settings are not comparable; summary.json and the report say which")
     p.add_argument("--metrics", default=None, metavar="LIST",
                    help="comma-separated subset of Q_MI,Q_TE,Q_NCIE,Q_G,MI,VIF,EN,SD,SF,AG,SSIM,PSNR,Q_CB,Q_CV,Dice,HD95 "
                         "(or paper, fusion, seg, all; default all)")
@@ -44,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         args.pred, args.data, args.out,
         format=args.format, labels=args.labels,
         modalities=modalities_arg(args.modalities), resample_to=resample_arg(args.resample_to),
-        mode=args.mode, metrics=args.metrics, report=not args.no_report, overwrite=args.overwrite,
+        mode=args.mode, metrics=args.metrics, mask=args.mask, report=not args.no_report, overwrite=args.overwrite,
         progress=not args.quiet, workers=args.workers, max_previews=args.max_previews,
         log=(lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr)),
     )

@@ -219,7 +219,7 @@ def render_evaluation_report(summary: Mapping[str, Any], results: Sequence[Any],
         ("Fusion modes", ", ".join(summary.get("modes", []))),
         ("Fusion metrics", ", ".join(summary.get("fusion_metrics", [])) or "none"),
         ("Segmentation metrics", ", ".join(summary.get("segmentation_metrics", [])) or "none"),
-        ("Mask", summary.get("mask", "")),
+        ("Mask (fusion metrics)", summary.get("mask_description", summary.get("mask", ""))),
         ("Intensity scaling", summary.get("scaling", "")),
         ("Empty regions", "both empty: Dice 1, HD95 0; exactly one empty: Dice 0, HD95 = the volume's "
                           "diagonal in mm (marked †)"),
