@@ -94,7 +94,7 @@ def test_end_to_end_synthetic(shifted_preds, aniso_data, tmp_path, capsys):
     assert summary["metrics"]["Dice/ET"]["higher_is_better"] is True
     assert summary["metrics"]["HD95/ET"]["higher_is_better"] is False and summary["metrics"]["HD95/ET"]["n_penalised"] == 0
     out = capsys.readouterr().out
-    assert "Dice/ET" in out and "0.75 ± 0" in out
+    assert "Dice/ET" in out and "0.750 ± 0  (n=3)" in out   # one format: 3 significant digits
 
 
 def test_identical_source_term_synthetic(tmp_path, aniso_data):

@@ -72,6 +72,8 @@ SCALING_TEXT = {
             "[min(0, p0.5), p99.5] -> [0, 1], clipped",
 }
 DEFAULT_MAX_PREVIEWS = 20
+#: a predicted region volume more than this many times the true one (or less than its inverse) is flagged
+VOLUME_RATIO_FLAG = 2.0
 PRED_SUFFIXES = (".nii.gz", ".nii")
 
 
@@ -233,6 +235,7 @@ class CaseResult:
     has_seg: bool = False
     has_gt: bool = False
     seconds: float = 0.0
+    volumes: dict[str, dict[str, float]] = field(default_factory=dict)  # region → {"pred": mL, "true": mL}
 
 
 def _header_grid(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
@@ -356,6 +359,7 @@ def evaluate_case(job: CaseJob) -> CaseResult:
                 scores = region_metrics(seg, case.label, job.convention, spacing_from_affine(case.affine),
                                         job.seg_metrics)
                 res.values.update(scores.as_row(job.seg_metrics))
+                res.volumes = region_volumes_ml(seg, case.label, job.convention, case.affine)
                 res.penalised = list(scores.penalised)
                 if scores.penalised:
                     res.notes.append(f"HD95 penalty {scores.penalty:.2f} mm (one side empty) for "
@@ -372,6 +376,50 @@ def evaluate_case(job: CaseJob) -> CaseResult:
 
 
 # ---------------------------------------------------------------------------------- summary
+def region_volumes_ml(pred: np.ndarray, true: np.ndarray, convention: LabelConvention,
+                      affine: np.ndarray) -> dict[str, dict[str, float]]:
+    """Predicted and true volume (mL) of each of the convention's regions."""
+    from m2cofs.data.labels import labels_to_regions
+
+    voxel_ml = float(np.prod(spacing_from_affine(affine))) / 1000.0
+    p, t = labels_to_regions(pred, convention), labels_to_regions(true, convention)
+    return {r: {"pred": float(p[i].sum()) * voxel_ml, "true": float(t[i].sum()) * voxel_ml}
+            for i, r in enumerate(convention.region_names)}
+
+
+def volume_flag(pred_ml: float, true_ml: float, ratio: float = VOLUME_RATIO_FLAG) -> bool:
+    """Whether a predicted volume differs wildly from the true one (ratio > 2 or < 1/2; one empty)."""
+    if pred_ml == true_ml:
+        return False
+    if pred_ml == 0 or true_ml == 0:
+        return True
+    r = pred_ml / true_ml
+    return r > ratio or r < 1.0 / ratio
+
+
+def volume_table(results: Sequence[CaseResult]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``summary.json``'s ``volumes_ml``: case → region → pred, true (mL), ratio, flag."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in results:
+        if r.volumes:
+            out[r.id] = {reg: {"pred": v["pred"], "true": v["true"],
+                               "ratio": v["pred"] / v["true"] if v["true"] > 0 else None,
+                               "flag": volume_flag(v["pred"], v["true"])} for reg, v in r.volumes.items()}
+    return out
+
+
+def mean_dice(result: CaseResult) -> float | None:
+    """Mean of a case's finite Dice values over the regions (``None`` without any)."""
+    vals = [v for k, v in result.values.items() if k.startswith("Dice/") and math.isfinite(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+def worst_first(results: Sequence[CaseResult]) -> list[CaseResult]:
+    """Cases by mean Dice, lowest first; cases without a Dice after them, in their order."""
+    scored = sorted((r for r in results if mean_dice(r) is not None), key=lambda r: (mean_dice(r), r.id))
+    return scored + [r for r in results if mean_dice(r) is None]
+
+
 def higher_is_better(column: str) -> bool | None:
     """Whether a larger value of a column (``volume/Q_MI``, ``Dice/ET``, ...) is better."""
     from m2cofs.metrics.fusion import HIGHER_IS_BETTER
@@ -665,6 +713,20 @@ def evaluate(
     }
     if preds.info:
         summary["predict"] = {k: v for k, v in preds.info.items() if isinstance(v, (str, int, float, bool, list))}
+    from m2cofs.reporting.provenance import provenance_from_predict
+
+    summary["provenance"] = provenance_from_predict(preds.info, preds.root / "predict.json")
+    volumes = volume_table(results)
+    if volumes:
+        summary["volumes_ml"] = volumes
+        flagged = [f"{cid} {reg}" for cid, regs in volumes.items() for reg, v in regs.items() if v["flag"]]
+        summary["volume_flags"] = flagged
+        if flagged:
+            notes.append(f"{len(flagged)} predicted region volume(s) differ from the ground truth by more than "
+                         f"{VOLUME_RATIO_FLAG:g}x (or one is empty): {', '.join(flagged[:10])}"
+                         f"{', ...' if len(flagged) > 10 else ''}")
+    summary["case_order"] = {"report": "worst first: by mean Dice over the regions, lowest first",
+                             "ids": [r.id for r in worst_first(results)]}
     csv_text = metrics_csv_text(results, columns)
     html_text = None
     if report:

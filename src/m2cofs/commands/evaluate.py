@@ -58,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     )
     for n in res.notes:
         print(f"note: {n}", file=sys.stderr)
+    from m2cofs.reporting.format import fmt_pm
+
     stats = res.summary["metrics"]
     if res.columns:
         width = max(len(c) for c in res.columns)
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             if s["mean"] is None:
                 print(f"{c.ljust(width)}  n={s['n']}  (no finite value)")
             else:
-                print(f"{c.ljust(width)}  {s['mean']:.4g} ± {s['std']:.4g}  (n={s['n']})")
+                print(f"{c.ljust(width)}  {fmt_pm(s['mean'], s['std'])}  (n={s['n']})")
     else:
         print("no metric computed (no fused volume, and no segmentation with a ground truth)")
     print(f"wrote {', '.join(str(p) for p in res.written)}")
