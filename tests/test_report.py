@@ -356,6 +356,18 @@ def test_report_volumes_worst_first_and_paper_table(report):
     assert "inside the brain mask" in summ and "Slice and volume values differ" in summ
 
 
+def test_limited_previews_show_the_worst_cases(report, tmp_path):
+    """--max-previews 1: the one preview is of the worst case (case2), not of the first (case0)."""
+    pred, data = report.parent.parent / "pred", report.parent.parent / "data"
+    res = evaluate(pred, data, tmp_path / "rep", metrics="Q_MI,Dice", max_previews=1, progress=False)
+    assert [r.id for r in res.results if r.preview] == ["case2"]
+    assert res.results[0].values == evaluate(pred, data, tmp_path / "rep2", metrics="Q_MI,Dice", report=False,
+                                             progress=False).results[0].values
+    text = (tmp_path / "rep" / "report.html").read_text()
+    assert text.count("<article") == 1 and 'id="case-case2"' in text
+    assert any("the worst by mean Dice" in n for n in res.summary["notes"])
+
+
 def test_report_one_number_format(report):
     """Every number in the tables has at most three significant digits (whole numbers from 1000 on)."""
     text = report.read_text()

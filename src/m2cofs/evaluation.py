@@ -375,6 +375,30 @@ def evaluate_case(job: CaseJob) -> CaseResult:
     return res
 
 
+def _run_jobs(jobs: Sequence[CaseJob], workers: int, progress: bool, desc: str) -> list[CaseResult]:
+    """:func:`evaluate_case` of every job, in order (in ``workers`` processes when more than one)."""
+    from tqdm.auto import tqdm
+
+    results: list[CaseResult] = []
+    bar = tqdm(total=len(jobs), desc=desc, unit="case", disable=not progress, file=sys.stderr)
+    try:
+        if workers <= 1 or len(jobs) <= 1:
+            for job in jobs:
+                bar.set_postfix_str(job.spec.id, refresh=False)
+                results.append(evaluate_case(job))
+                bar.update()
+        else:
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+                for res in pool.map(evaluate_case, jobs):
+                    results.append(res)
+                    bar.update()
+    finally:
+        bar.close()
+    return results
+
+
 # ---------------------------------------------------------------------------------- summary
 def region_volumes_ml(pred: np.ndarray, true: np.ndarray, convention: LabelConvention,
                       affine: np.ndarray) -> dict[str, dict[str, float]]:
@@ -645,33 +669,28 @@ def evaluate(
         raise M2CofsError(f"--resample-to {resample_to}: not among the evaluated modalities {', '.join(mods)}")
 
     n_prev = len(matched) if max_previews is None else min(len(matched), max(0, max_previews))
+    # every case previewed: with its metrics; only some: the worst ones, rendered once the metrics are known
+    inline = report and n_prev == len(matched)
     jobs = [CaseJob(by_id[cid], mods, convention, resample_to, preds.cases[cid].fused, preds.cases[cid].seg,
-                    modes, fusion_names, seg_names, preview=report and i < n_prev, mask=mask)
-            for i, cid in enumerate(matched)]
+                    modes, fusion_names, seg_names, preview=inline, mask=mask)
+            for cid in matched]
     check_prediction_grids(jobs)
     log(f"evaluating {len(jobs)} case(s): labels {convention.name} ({conv_reason}); sources "
         f"{', '.join(mods)} ({mods_reason}); modes {', '.join(modes)}; mask {mask}")
 
-    from tqdm.auto import tqdm
-
     t0 = time.perf_counter()
-    results: list[CaseResult] = []
-    bar = tqdm(total=len(jobs), desc="evaluate", unit="case", disable=not progress, file=sys.stderr)
-    try:
-        if workers <= 1 or len(jobs) <= 1:
-            for job in jobs:
-                bar.set_postfix_str(job.spec.id, refresh=False)
-                results.append(evaluate_case(job))
-                bar.update()
-        else:
-            from concurrent.futures import ProcessPoolExecutor
+    results = _run_jobs(jobs, workers, progress, "evaluate")
+    if report and not inline and n_prev:
+        from dataclasses import replace
 
-            with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-                for res in pool.map(evaluate_case, jobs):
-                    results.append(res)
-                    bar.update()
-    finally:
-        bar.close()
+        worst = [r.id for r in worst_first(results)[:n_prev]]
+        by_job = {j.spec.id: j for j in jobs}
+        shots = _run_jobs([replace(by_job[cid], fusion_metrics=[], seg_metrics=[], preview=True) for cid in worst],
+                          workers, progress, "previews")
+        for r in results:
+            for shot in shots:
+                if shot.id == r.id:
+                    r.preview = shot.preview
     elapsed = time.perf_counter() - t0
 
     for r in results:
@@ -679,7 +698,7 @@ def evaluate(
     columns = ordered_columns(results, modes, fusion_names, seg_names, convention.region_names)
     stats = summarize(results, columns)
     if n_prev < len(matched) and report:
-        notes.append(f"report previews of the first {n_prev} of {len(matched)} cases (--max-previews)")
+        notes.append(f"report previews of {n_prev} of {len(matched)} cases, the worst by mean Dice (--max-previews)")
     summary = {
         "pred": str(pred),
         "data": str(data),

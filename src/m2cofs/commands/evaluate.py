@@ -38,7 +38,8 @@ def add_parser(sub) -> None:
                         "(or paper, fusion, seg, all; default all)")
     p.add_argument("--no-report", action="store_true", help="write metrics.csv and summary.json only")
     p.add_argument("--max-previews", type=int, default=20, metavar="N",
-                   help="case previews embedded in report.html (default 20; the first N cases)")
+                   help="case previews embedded in report.html (default 20): the N worst cases by mean Dice (cases "
+                        "without a Dice after them, in the dataset's order)")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="cases evaluated in parallel (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace metrics.csv / summary.json / report.html in REPORT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
