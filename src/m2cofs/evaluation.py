@@ -29,7 +29,16 @@
    for every case with a predicted label map and a ground truth.
 5. **Outputs** in REPORT: ``metrics.csv`` (one row per case), ``summary.json`` (mean ± std and
    more per metric) and ``report.html`` (self-contained); all computed in memory first, then
-   each written atomically, so an error leaves no partial output.
+   each written atomically, so an error leaves no partial output. ``summary.json`` also records
+   ``mask`` (``brain`` / ``none``) and its description, ``provenance`` (the model of
+   ``predict.json``: file, SHA-256, preset, training data, commit), ``volumes_ml`` (predicted and
+   true volume per case and region, flagged beyond :data:`VOLUME_RATIO_FLAG`) and ``case_order``
+   (worst first by mean Dice, the report's order; previews limited by ``max_previews`` are of
+   the worst cases).
+
+``--pred`` must be apart from the dataset: the same folder, one inside the other (links
+resolved) or a prediction file that is a case's own file is refused, since the dataset's
+``<id>_seg`` files would be scored against themselves.
 
 Column names carry the metric's group: ``volume/Q_MI``, ``slice/Q_MI``, ``Dice/ET``, ``HD95/WT``.
 """
