@@ -94,7 +94,7 @@ def test_end_to_end_synthetic(shifted_preds, aniso_data, tmp_path, capsys):
     assert summary["metrics"]["Dice/ET"]["higher_is_better"] is True
     assert summary["metrics"]["HD95/ET"]["higher_is_better"] is False and summary["metrics"]["HD95/ET"]["n_penalised"] == 0
     out = capsys.readouterr().out
-    assert "Dice/ET" in out and "0.75 ± 0" in out
+    assert "Dice/ET" in out and "0.750 ± 0  (n=3)" in out   # one format: 3 significant digits
 
 
 def test_identical_source_term_synthetic(tmp_path, aniso_data):
@@ -213,6 +213,62 @@ def test_refuses_report_in_dataset(shifted_preds, aniso_data, capsys):
         assert rc == 2
         assert "inside it" in capsys.readouterr().err
     assert not (aniso_data / "reports").exists() and not (aniso_data / "metrics.csv").exists()
+
+
+def _pred_is_data_cases(tmp_path, data):
+    link = tmp_path / "data-link"
+    link.symlink_to(data, target_is_directory=True)
+    return {
+        "same": (data, data, "same folder"),
+        "symlink": (link, data, "same folder"),            # a link to the dataset is the dataset
+        "pred_inside_data": (data / "case0", data, "inside the dataset"),
+        "data_inside_pred": (tmp_path, data, "contains the dataset"),
+        "case_folder": (data / "case1", data / "case1", "same folder"),
+    }
+
+
+@pytest.mark.parametrize("what", ["same", "symlink", "pred_inside_data", "data_inside_pred", "case_folder"])
+def test_pred_is_data_is_refused(tmp_path, aniso_data, capsys, what):
+    """--pred DATA --data DATA used to score the ground truth (<id>_seg) against itself: Dice 1, exit 0."""
+    pred, data, expected = _pred_is_data_cases(tmp_path, aniso_data)[what]
+    rep = tmp_path / "rep"
+    rc = main(["evaluate", "--pred", str(pred), "--data", str(data), "--out", str(rep), "--quiet", "--metrics", "seg"])
+    captured = capsys.readouterr()
+    assert rc == 2, captured.out
+    assert expected in captured.err and str(pred) in captured.err and "Traceback" not in captured.err
+    assert "Dice" not in captured.out
+    assert not rep.exists()
+
+
+def test_datalist_pointing_into_pred_is_refused(tmp_path, aniso_data, capsys):
+    """A datalist whose labels are the prediction files themselves (no folder to compare)."""
+    lst = tmp_path / "list.json"
+    cases = [{"id": f"case{i}", "t1ce": f"data/case{i}/case{i}_t1ce.nii.gz",
+              "flair": f"data/case{i}/case{i}_flair.nii.gz",
+              "label": f"data/case{i}/case{i}_seg.nii.gz"} for i in range(3)]
+    lst.write_text(json.dumps({"training": cases}))
+    rep = tmp_path / "rep"
+    rc = main(["evaluate", "--pred", str(aniso_data), "--data", str(lst), "--out", str(rep), "--quiet",
+               "--metrics", "seg"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "own file" in err and "case0_seg.nii.gz" in err
+    assert not rep.exists()
+
+
+@pytest.mark.parametrize("layout", ["empty", "other_names"])
+def test_pred_without_prediction_files_says_so(tmp_path, aniso_data, capsys, layout):
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    if layout == "other_names":
+        _, lab, aff = case_arrays(aniso_data, "case0")
+        write_nifti(pred / "case0" / "case0_label.nii.gz", lab, aff)
+    rep = tmp_path / "rep"
+    rc = main(["evaluate", "--pred", str(pred), "--data", str(aniso_data), "--out", str(rep), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert str(pred) in err and "<id>/<id>_fused.nii.gz" in err and "<id>/<id>_seg.nii.gz" in err
+    assert ("case0" in err) == (layout == "other_names")
+    assert not rep.exists()
 
 
 @pytest.mark.parametrize("what", ["shape", "affine", "seg_values", "seg_fraction"])
@@ -388,3 +444,53 @@ def test_real_tcga_predict_json_sources_slice_mode(real_data, tmp_path):
         assert row[f"Dice/{reg}"] == pytest.approx(_np_dice(np.isin(seg, members), np.isin(case.label, members)), abs=1e-6)
         assert 2.0 < row[f"HD95/{reg}"] <= 3.0 + 1e-6        # a pure 3-voxel shift at 1 mm
     assert 0.3 < row["slice/Q_MI"] < 2.0
+
+
+# ----------------------------------------------------------------------------- --mask none (paper's convention)
+def _phantom_case(root: Path, cid: str = "ph0", shape=(36, 40, 20)):
+    """A head-shaped ellipsoid in a large zero background: two sources with different contrast."""
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
+    head = (x ** 2 + y ** 2 + 0.5 * z ** 2) < 0.6
+    blob = ((x - 0.25) ** 2 + (y - 0.1) ** 2 + z ** 2) < 0.06
+    rng = np.random.default_rng(3)
+    a = np.where(head, 100 + 30 * x + rng.normal(0, 5, shape), 0).astype(np.float32) + 150 * blob
+    b = np.where(head, 60 - 20 * y + rng.normal(0, 5, shape), 0).astype(np.float32) + 60 * blob
+    lab = np.zeros(shape, np.uint8)
+    lab[blob] = 4
+    for m, v in (("t1ce", a), ("flair", b)):
+        write_nifti(root / cid / f"{cid}_{m}.nii.gz", v)
+    write_nifti(root / cid / f"{cid}_seg.nii.gz", lab)
+    return [a, b], head
+
+
+def test_mask_none_is_whole_slices_and_matches_direct_metrics(tmp_path, capsys):
+    from m2cofs.data.preprocess import PreprocessConfig, scale_intensity
+    from m2cofs.metrics.fusion import PAPER_METRICS, fusion_metrics
+
+    data = tmp_path / "data"
+    srcs, head = _phantom_case(data)
+    fused = 0.7 * srcs[0] + 0.3 * srcs[1]
+    pred = tmp_path / "pred"
+    write_pred(pred, "ph0", np.eye(4), fused=fused)
+    rc = main(["evaluate", "--pred", str(pred), "--data", str(data), "--out", str(tmp_path / "none"),
+               "--mask", "none", "--metrics", "paper", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    none = json.loads((tmp_path / "none" / "summary.json").read_text())
+    brain = evaluate(pred, data, tmp_path / "brain", metrics="paper", report=False, progress=False).summary
+    assert none["mask"] == "none" and brain["mask"] == "brain"
+    assert "Table 1" in none["mask_description"] and "whole volume" in none["scaling"]
+    html = (tmp_path / "none" / "report.html").read_text()
+    assert "Table 1" in html and "background included" in html
+    # a direct call of the metric functions with no mask, sources and fused scaled over the whole volume
+    everything = np.ones(head.shape, bool)
+    s01 = [scale_intensity(v, everything, PreprocessConfig())[0] for v in srcs]
+    f01 = scale_intensity(fused.astype(np.float32), everything, PreprocessConfig())[0]
+    for mode in ("slice", "volume"):
+        direct = fusion_metrics(s01, f01, None, mode, PAPER_METRICS)
+        for m in PAPER_METRICS:
+            got = none["metrics"][f"{mode}/{m}"]["mean"]
+            assert got == pytest.approx(direct[m], rel=1e-6), (mode, m)   # float32 rounding only
+            # the background changes the numbers: not the brain-mask ones
+            assert got != pytest.approx(brain["metrics"][f"{mode}/{m}"]["mean"], rel=1e-5), (mode, m)
+    with pytest.raises(M2CofsError, match="--mask"):
+        evaluate(pred, data, tmp_path / "bad", mask="head", report=False, progress=False)

@@ -11,15 +11,34 @@
    an error. A prediction on another grid (shape or affine) than its case is an error naming
    the file; all grids are checked (from the headers) before any metric is computed.
 3. **Fusion metrics** (:mod:`m2cofs.metrics.fusion`) for every case with a fused volume, in
-   ``slice`` and/or ``volume`` mode, inside the brain mask (the case's ``_brainmask``, else
-   :func:`~m2cofs.data.loading.foreground_mask`), each source and the fused volume scaled the
-   same way by :func:`~m2cofs.data.preprocess.scale_intensity` (robust [0, 1] scaling inside
-   that mask, zero outside).
+   ``slice`` and/or ``volume`` mode, each source and the fused volume scaled the same way by
+   :func:`~m2cofs.data.preprocess.scale_intensity` (robust [0, 1] scaling). Where they are
+   computed is ``mask``:
+
+   * ``"brain"`` (default, ``--mask brain``): inside the brain mask (the case's ``_brainmask``,
+     else :func:`~m2cofs.data.loading.foreground_mask`); scaled inside that mask, zero outside.
+     The background does not count: these numbers describe the fused brain.
+   * ``"none"`` (``--mask none``): every voxel of each axial slice (slice mode) or of the volume,
+     the zero background included; scaled over the whole volume. This is the convention of the
+     MATLAB scripts behind the paper's Table 1 (whole 2-D slices), so use it to compare with the
+     paper. The background is large, flat and zero in sources and fused image alike, so it
+     changes every metric (the joint histograms gain a large (0, 0) bin; windowed and gradient
+     metrics are averaged over flat background too): numbers of the two settings are not
+     comparable with each other.
 4. **Segmentation metrics** (:mod:`m2cofs.metrics.segmentation`): Dice and HD95 (mm) per region
    for every case with a predicted label map and a ground truth.
 5. **Outputs** in REPORT: ``metrics.csv`` (one row per case), ``summary.json`` (mean ± std and
    more per metric) and ``report.html`` (self-contained); all computed in memory first, then
-   each written atomically, so an error leaves no partial output.
+   each written atomically, so an error leaves no partial output. ``summary.json`` also records
+   ``mask`` (``brain`` / ``none``) and its description, ``provenance`` (the model of
+   ``predict.json``: file, SHA-256, preset, training data, commit), ``volumes_ml`` (predicted and
+   true volume per case and region, flagged beyond :data:`VOLUME_RATIO_FLAG`) and ``case_order``
+   (worst first by mean Dice, the report's order; previews limited by ``max_previews`` are of
+   the worst cases).
+
+``--pred`` must be apart from the dataset: the same folder, one inside the other (links
+resolved) or a prediction file that is a case's own file is refused, since the dataset's
+``<id>_seg`` files would be scored against themselves.
 
 Column names carry the metric's group: ``volume/Q_MI``, ``slice/Q_MI``, ``Dice/ET``, ``HD95/WT``.
 """
@@ -48,7 +67,22 @@ from m2cofs.metrics.segmentation import HIGHER_IS_BETTER as SEG_HIGHER_IS_BETTER
 
 OUTPUT_FILES = ("metrics.csv", "summary.json", "report.html")
 MODES = ("volume", "slice")
+MASKS = ("brain", "none")
+MASK_TEXT = {
+    "brain": "brain: the case's brain mask when present, else foreground_mask of the sources; fusion metrics "
+             "inside it, background excluded (m2cofs's default; not the paper's Table 1 convention)",
+    "none": "none: whole slices (slice mode) / the whole volume, background included, as in the MATLAB scripts "
+            "behind the paper's Table 1 (comparable with the paper's numbers; not with --mask brain)",
+}
+SCALING_TEXT = {
+    "brain": "scale_intensity(PreprocessConfig()) per volume inside the brain mask: "
+             "[min(0, p0.5), p99.5] -> [0, 1], clipped, 0 outside the mask",
+    "none": "scale_intensity(PreprocessConfig()) over the whole volume (background included): "
+            "[min(0, p0.5), p99.5] -> [0, 1], clipped",
+}
 DEFAULT_MAX_PREVIEWS = 20
+#: a predicted region volume more than this many times the true one (or less than its inverse) is flagged
+VOLUME_RATIO_FLAG = 2.0
 PRED_SUFFIXES = (".nii.gz", ".nii")
 
 
@@ -101,6 +135,13 @@ def find_predictions(root: str | os.PathLike, ignore: Sequence[str | os.PathLike
                              f"{', ...' if len(niftis) > 3 else ''}): ignored")
             continue
         cases[cid] = PredictionFiles(cid, d, fused, seg)
+    if not cases:
+        looked = ", ".join(f"<id>/<id>_{k}{suf}" for k in ("fused", "seg") for suf in PRED_SUFFIXES)
+        subdirs = [d.name for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+        found = (f"{len(subdirs)} subfolder(s) ({', '.join(subdirs[:5])}{', ...' if len(subdirs) > 5 else ''}), "
+                 "none holding such a file" if subdirs else "no case subfolder")
+        raise M2CofsError(f"no prediction files: looked for {looked} (as 'm2cofs predict' writes them) and "
+                          f"found {found}; is --pred the output folder of 'm2cofs predict'?", root)
     info = None
     pj = root / "predict.json"
     if pj.is_file():
@@ -187,6 +228,7 @@ class CaseJob:
     fusion_metrics: list[str]
     seg_metrics: list[str]
     preview: bool = False
+    mask: str = "brain"  # where fusion metrics are computed: "brain" or "none" (whole slices / volume)
 
 
 @dataclass
@@ -202,6 +244,7 @@ class CaseResult:
     has_seg: bool = False
     has_gt: bool = False
     seconds: float = 0.0
+    volumes: dict[str, dict[str, float]] = field(default_factory=dict)  # region → {"pred": mL, "true": mL}
 
 
 def _header_grid(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
@@ -287,7 +330,12 @@ def evaluate_case(job: CaseJob) -> CaseResult:
     res = CaseResult(case.id, {}, has_fused=job.fused is not None, has_seg=job.seg is not None,
                      has_gt=case.label is not None)
     res.notes += [n for n in case.notes if n.startswith("resampled")]
-    fg = foreground_mask(case.images, case.mask)
+    if job.mask == "none":  # the paper's convention: whole slices, scaled over the whole volume
+        fg = np.ones(case.shape, dtype=bool)
+        metric_mask = None
+    else:
+        fg = foreground_mask(case.images, case.mask)
+        metric_mask = fg
     cfg = PreprocessConfig()
     sources = {m: scale_intensity(v, fg, cfg)[0] for m, v in zip(case.modalities, case.images)}
     fused = None
@@ -303,7 +351,7 @@ def evaluate_case(job: CaseJob) -> CaseResult:
 
                 for mode in job.modes:
                     try:
-                        vals = fusion_metrics(list(sources.values()), fused, fg, mode, job.fusion_metrics)
+                        vals = fusion_metrics(list(sources.values()), fused, metric_mask, mode, job.fusion_metrics)
                     except ValueError as exc:
                         raise M2CofsError(f"fusion metrics ({mode} mode) failed: {exc}", job.fused) from None
                     for k in job.fusion_metrics:
@@ -320,6 +368,7 @@ def evaluate_case(job: CaseJob) -> CaseResult:
                 scores = region_metrics(seg, case.label, job.convention, spacing_from_affine(case.affine),
                                         job.seg_metrics)
                 res.values.update(scores.as_row(job.seg_metrics))
+                res.volumes = region_volumes_ml(seg, case.label, job.convention, case.affine)
                 res.penalised = list(scores.penalised)
                 if scores.penalised:
                     res.notes.append(f"HD95 penalty {scores.penalty:.2f} mm (one side empty) for "
@@ -335,7 +384,75 @@ def evaluate_case(job: CaseJob) -> CaseResult:
     return res
 
 
+def _run_jobs(jobs: Sequence[CaseJob], workers: int, progress: bool, desc: str) -> list[CaseResult]:
+    """:func:`evaluate_case` of every job, in order (in ``workers`` processes when more than one)."""
+    from tqdm.auto import tqdm
+
+    results: list[CaseResult] = []
+    bar = tqdm(total=len(jobs), desc=desc, unit="case", disable=not progress, file=sys.stderr)
+    try:
+        if workers <= 1 or len(jobs) <= 1:
+            for job in jobs:
+                bar.set_postfix_str(job.spec.id, refresh=False)
+                results.append(evaluate_case(job))
+                bar.update()
+        else:
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+                for res in pool.map(evaluate_case, jobs):
+                    results.append(res)
+                    bar.update()
+    finally:
+        bar.close()
+    return results
+
+
 # ---------------------------------------------------------------------------------- summary
+def region_volumes_ml(pred: np.ndarray, true: np.ndarray, convention: LabelConvention,
+                      affine: np.ndarray) -> dict[str, dict[str, float]]:
+    """Predicted and true volume (mL) of each of the convention's regions."""
+    from m2cofs.data.labels import labels_to_regions
+
+    voxel_ml = float(np.prod(spacing_from_affine(affine))) / 1000.0
+    p, t = labels_to_regions(pred, convention), labels_to_regions(true, convention)
+    return {r: {"pred": float(p[i].sum()) * voxel_ml, "true": float(t[i].sum()) * voxel_ml}
+            for i, r in enumerate(convention.region_names)}
+
+
+def volume_flag(pred_ml: float, true_ml: float, ratio: float = VOLUME_RATIO_FLAG) -> bool:
+    """Whether a predicted volume differs wildly from the true one (ratio > 2 or < 1/2; one empty)."""
+    if pred_ml == true_ml:
+        return False
+    if pred_ml == 0 or true_ml == 0:
+        return True
+    r = pred_ml / true_ml
+    return r > ratio or r < 1.0 / ratio
+
+
+def volume_table(results: Sequence[CaseResult]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``summary.json``'s ``volumes_ml``: case → region → pred, true (mL), ratio, flag."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in results:
+        if r.volumes:
+            out[r.id] = {reg: {"pred": v["pred"], "true": v["true"],
+                               "ratio": v["pred"] / v["true"] if v["true"] > 0 else None,
+                               "flag": volume_flag(v["pred"], v["true"])} for reg, v in r.volumes.items()}
+    return out
+
+
+def mean_dice(result: CaseResult) -> float | None:
+    """Mean of a case's finite Dice values over the regions (``None`` without any)."""
+    vals = [v for k, v in result.values.items() if k.startswith("Dice/") and math.isfinite(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+def worst_first(results: Sequence[CaseResult]) -> list[CaseResult]:
+    """Cases by mean Dice, lowest first; cases without a Dice after them, in their order."""
+    scored = sorted((r for r in results if mean_dice(r) is not None), key=lambda r: (mean_dice(r), r.id))
+    return scored + [r for r in results if mean_dice(r) is None]
+
+
 def higher_is_better(column: str) -> bool | None:
     """Whether a larger value of a column (``volume/Q_MI``, ``Dice/ET``, ...) is better."""
     from m2cofs.metrics.fusion import HIGHER_IS_BETTER
@@ -428,6 +545,43 @@ def _data_folder(data: Path) -> Path | None:
     return data.parent if data.name == "dataset.json" else None
 
 
+def check_pred_and_data_apart(pred: Path, data: Path) -> None:
+    """Refuse a prediction folder that is the dataset folder, inside it or around it (links
+    resolved): its ``<id>/<id>_seg.nii.gz`` files would be the ground truth scored against itself."""
+    folder = _data_folder(data)
+    if folder is None or not pred.exists():  # a datalist JSON: its files are checked one by one
+        return
+    p, d = pred.resolve(), folder.resolve()
+    if p == d:
+        raise M2CofsError(f"--pred and --data are the same folder ({d}): the ground truth would be scored against "
+                          "itself; --pred must be the output folder of 'm2cofs predict'", pred)
+    if d in p.parents:
+        raise M2CofsError(f"--pred is inside the dataset folder {d} (--data); predictions must be kept apart from "
+                          "the dataset, whose <id>_seg files are the ground truth", pred)
+    if p in d.parents:
+        raise M2CofsError(f"--pred contains the dataset folder {d} (--data); its <id>_seg files (the ground truth) "
+                          "would be read as predictions; pass the output folder of 'm2cofs predict'", pred)
+
+
+def _check_not_dataset_files(preds: "PredictionSet", spec, matched: Sequence[str]) -> None:
+    """A prediction file that is one of the case's own files (a datalist pointing into --pred)."""
+    by_id = {c.id: c for c in spec.cases}
+    for cid in matched:
+        case = by_id[cid]
+        own = [r.path for r in case.images.values()] + [q for q in (case.label, case.mask) if q is not None]
+        for f in (preds.cases[cid].fused, preds.cases[cid].seg):
+            if f is None:
+                continue
+            for o in own:
+                try:
+                    same = os.path.samefile(f, o)
+                except OSError:
+                    same = False
+                if same:
+                    raise M2CofsError(f"this prediction is case {cid}'s own file {o} in --data: the dataset would be "
+                                      "scored against itself", f)
+
+
 def _resolve_modalities(modalities, pred: PredictionSet, spec) -> tuple[list[str], str]:
     from m2cofs.data.dataset import dataset_modalities
     from m2cofs.data.modalities import parse_modality_list
@@ -459,6 +613,7 @@ def evaluate(
     resample_to: str | None = None,
     mode: str | Sequence[str] = "both",
     metrics: str | Sequence[str] | None = None,
+    mask: str = "brain",
     report: bool = True,
     overwrite: bool = False,
     progress: bool = True,
@@ -480,6 +635,8 @@ def evaluate(
     fusion_names, seg_names = resolve_metric_names(metrics)
     if workers < 1:
         raise M2CofsError("--workers must be at least 1")
+    if mask not in MASKS:
+        raise M2CofsError(f"--mask: unknown mask {mask!r}; choose {' or '.join(MASKS)}")
 
     # where the report goes: never into the dataset, never over old results without --overwrite
     if not data.exists():
@@ -493,6 +650,7 @@ def evaluate(
     if existing and not overwrite:
         raise M2CofsError(f"{', '.join(t.name for t in existing)} already exist(s); pass --overwrite to replace", out)
 
+    check_pred_and_data_apart(pred, data)
     preds = find_predictions(pred, ignore=[out])
     spec = discover(data, format)
     convention, conv_reason = resolve_convention(spec, labels)
@@ -515,37 +673,33 @@ def evaluate(
             f"{len(by_id)} case(s)); expected OUT/<id>/<id>_fused.nii.gz or <id>_seg.nii.gz with the dataset's ids",
             pred,
         )
+    _check_not_dataset_files(preds, spec, matched)
     if resample_to is not None and resample_to not in mods:
         raise M2CofsError(f"--resample-to {resample_to}: not among the evaluated modalities {', '.join(mods)}")
 
     n_prev = len(matched) if max_previews is None else min(len(matched), max(0, max_previews))
+    # every case previewed: with its metrics; only some: the worst ones, rendered once the metrics are known
+    inline = report and n_prev == len(matched)
     jobs = [CaseJob(by_id[cid], mods, convention, resample_to, preds.cases[cid].fused, preds.cases[cid].seg,
-                    modes, fusion_names, seg_names, preview=report and i < n_prev)
-            for i, cid in enumerate(matched)]
+                    modes, fusion_names, seg_names, preview=inline, mask=mask)
+            for cid in matched]
     check_prediction_grids(jobs)
     log(f"evaluating {len(jobs)} case(s): labels {convention.name} ({conv_reason}); sources "
-        f"{', '.join(mods)} ({mods_reason}); modes {', '.join(modes)}")
-
-    from tqdm.auto import tqdm
+        f"{', '.join(mods)} ({mods_reason}); modes {', '.join(modes)}; mask {mask}")
 
     t0 = time.perf_counter()
-    results: list[CaseResult] = []
-    bar = tqdm(total=len(jobs), desc="evaluate", unit="case", disable=not progress, file=sys.stderr)
-    try:
-        if workers <= 1 or len(jobs) <= 1:
-            for job in jobs:
-                bar.set_postfix_str(job.spec.id, refresh=False)
-                results.append(evaluate_case(job))
-                bar.update()
-        else:
-            from concurrent.futures import ProcessPoolExecutor
+    results = _run_jobs(jobs, workers, progress, "evaluate")
+    if report and not inline and n_prev:
+        from dataclasses import replace
 
-            with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-                for res in pool.map(evaluate_case, jobs):
-                    results.append(res)
-                    bar.update()
-    finally:
-        bar.close()
+        worst = [r.id for r in worst_first(results)[:n_prev]]
+        by_job = {j.spec.id: j for j in jobs}
+        shots = _run_jobs([replace(by_job[cid], fusion_metrics=[], seg_metrics=[], preview=True) for cid in worst],
+                          workers, progress, "previews")
+        for r in results:
+            for shot in shots:
+                if shot.id == r.id:
+                    r.preview = shot.preview
     elapsed = time.perf_counter() - t0
 
     for r in results:
@@ -553,7 +707,7 @@ def evaluate(
     columns = ordered_columns(results, modes, fusion_names, seg_names, convention.region_names)
     stats = summarize(results, columns)
     if n_prev < len(matched) and report:
-        notes.append(f"report previews of the first {n_prev} of {len(matched)} cases (--max-previews)")
+        notes.append(f"report previews of {n_prev} of {len(matched)} cases, the worst by mean Dice (--max-previews)")
     summary = {
         "pred": str(pred),
         "data": str(data),
@@ -566,9 +720,9 @@ def evaluate(
         "modes": modes,
         "fusion_metrics": fusion_names,
         "segmentation_metrics": seg_names,
-        "scaling": "scale_intensity(PreprocessConfig()) per volume inside the brain mask: "
-                   "[min(0, p0.5), p99.5] -> [0, 1], clipped, 0 outside the mask",
-        "mask": "the case's brain mask when present, else foreground_mask of the sources",
+        "mask": mask,
+        "mask_description": MASK_TEXT[mask],
+        "scaling": SCALING_TEXT[mask],
         "empty_regions": {"both_empty": {"Dice": 1.0, "HD95": 0.0},
                           "one_empty": {"Dice": 0.0, "HD95": "volume diagonal in mm (penalty)"}},
         "std": "sample standard deviation (ddof=1); 0 for a single case",
@@ -587,6 +741,20 @@ def evaluate(
     }
     if preds.info:
         summary["predict"] = {k: v for k, v in preds.info.items() if isinstance(v, (str, int, float, bool, list))}
+    from m2cofs.reporting.provenance import provenance_from_predict
+
+    summary["provenance"] = provenance_from_predict(preds.info, preds.root / "predict.json")
+    volumes = volume_table(results)
+    if volumes:
+        summary["volumes_ml"] = volumes
+        flagged = [f"{cid} {reg}" for cid, regs in volumes.items() for reg, v in regs.items() if v["flag"]]
+        summary["volume_flags"] = flagged
+        if flagged:
+            notes.append(f"{len(flagged)} predicted region volume(s) differ from the ground truth by more than "
+                         f"{VOLUME_RATIO_FLAG:g}x (or one is empty): {', '.join(flagged[:10])}"
+                         f"{', ...' if len(flagged) > 10 else ''}")
+    summary["case_order"] = {"report": "worst first: by mean Dice over the regions, lowest first",
+                             "ids": [r.id for r in worst_first(results)]}
     csv_text = metrics_csv_text(results, columns)
     html_text = None
     if report:

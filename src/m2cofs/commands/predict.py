@@ -81,8 +81,10 @@ def run(args: argparse.Namespace) -> int:
         if held:
             raise M2CofsError(f"--overwrite would replace {out / cid}, which holds the input file {held[0]}", out)
     trunk = args.trunk or model.config.inference.trunk
-    record = {"model": str(Path(args.model).resolve()), "model_sha256": model.meta.get("sha256"),
-              "model_kind": model.meta.get("kind"), "modalities": model.modalities, "label_convention": conv.name,
+    from m2cofs.reporting.provenance import model_provenance
+
+    # model, model_sha256, model_kind, preset, model_version, training_data, training_cases, git_commit
+    record = {**model_provenance(args.model, model.meta), "modalities": model.modalities, "label_convention": conv.name,
               "tasks": model.tasks, "postprocess": None,
               "trunk": trunk, "cases": {}}
     # Every case is written into a hidden staging folder inside OUT and moved into place only once
