@@ -19,8 +19,7 @@ from typing import Any
 import yaml
 
 from m2cofs.errors import M2CofsError
-from m2cofs.models.heads import seg_head_names
-from m2cofs.models.network import ModelConfig
+from m2cofs.models.spec import ModelConfig, seg_head_names  # torch-free: the CLI imports this module
 
 PRESETS = ("lite", "paper")
 STAGES = (0, 1, 2, 3)

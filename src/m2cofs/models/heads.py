@@ -12,6 +12,7 @@ from typing import Callable
 from torch import nn
 
 from m2cofs.models.encoder import ReconstructionDecoder
+from m2cofs.models.spec import add_seg_head_name, seg_head_names
 
 FusionHead = ReconstructionDecoder
 
@@ -23,13 +24,10 @@ def register_seg_head(name: str):
 
     def deco(fn):
         _SEG_HEADS[name] = fn
+        add_seg_head_name(name)
         return fn
 
     return deco
-
-
-def seg_head_names() -> list[str]:
-    return sorted(_SEG_HEADS)
 
 
 def build_seg_head(name: str, in_channels: int, out_channels: int, feature_size: int,
