@@ -7,6 +7,7 @@ Checked in real processes with ``python -X importtime``, which lists every modul
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +77,33 @@ def test_torch_free_modules_keep_their_old_names():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
+
+
+# ----------------------------------------------------------------------------- where the command is
+@pytest.mark.skipif(not shutil.which("make"), reason="needs make")
+@pytest.mark.parametrize("target", ["install", "install-dev", "demo"])
+def test_make_says_where_the_command_is(tmp_path, target):
+    """``make demo`` / ``make install`` end by naming ``.venv/bin/m2cofs`` and how to put it on PATH
+    (it is not there after ``make``). Run against a stand-in venv whose install is up to date and
+    whose ``m2cofs`` only echoes, so nothing is installed or trained."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    for name in ("python", "m2cofs"):
+        exe = venv / "bin" / name
+        exe.write_text("#!/bin/sh\necho \"stand-in $0 $*\"\n")
+        exe.chmod(0o755)
+    for stamp in (".installed", ".installed-dev"):
+        (venv / stamp).touch()
+    res = subprocess.run(["make", "-s", "-C", str(REPO), target, f"VENV={venv}", f"OUT={tmp_path / 'out'}"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    last = res.stdout.strip().splitlines()[-1]
+    assert f"{venv}/bin/m2cofs" in last and f"source {venv}/bin/activate" in last, res.stdout
+    if target == "demo":
+        assert "stand-in" in res.stdout and "demo --out" in res.stdout  # the demo itself still runs
+
+
+def test_readme_says_where_the_command_is():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "make demo" in text and "make test" in text
+    assert "source .venv/bin/activate" in text and ".venv/bin/m2cofs" in text
