@@ -55,6 +55,19 @@ def test_bad_config_named(tmp_path, text, match):
     assert "bad.yaml" in str(exc.value) or "YAML mapping" in str(exc.value)
 
 
+@pytest.mark.parametrize("item,hint", [
+    ("train.epoch=3", "train.epoch: unknown key; did you mean train.epochs?"),
+    ("train.epochs.stag1=3", "train.epochs.stag1: unknown key; did you mean train.epochs.stage1?"),
+    ("trian.lr=0.1", "trian: unknown key; did you mean train?"),
+    ("model.seghead=unet", "model.seghead: unknown key; did you mean model.seg_head?"),
+    ("train.zzz=1", "train.zzz: unknown key (known: optimizer, lr,"),  # nothing close: no guess
+])
+def test_unknown_key_suggests_the_close_one(item, hint):
+    with pytest.raises(M2CofsError) as exc:
+        load_config("lite", overrides=[item])
+    assert hint in str(exc.value) and "known: " in str(exc.value)
+
+
 def test_model_file_round_trip_and_tamper(tmp_path):
     path = tmp_path / "m.ckpt"
     t = {"a.weight": torch.randn(3, 4), "b": torch.arange(5)}

@@ -66,22 +66,25 @@ def run(args: argparse.Namespace) -> int:
         raise M2CofsError("exists and is not a folder", out)
     device = "cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
     model = load_model(args.model, device)
+    if model.path != Path(args.model):  # a run folder: its unified model
+        print(f"m2cofs predict: note: --model {args.model} is a folder; using {model.path}", file=sys.stderr)
     pre = PreprocessConfig.from_dict(model.meta["preprocessing"])
     ids = [i.strip() for i in args.ids.split(",")] if args.ids else None
     ds = MultiModalDataset(args.input, args.format, modalities=model.modalities, resample_to=resample_arg(args.resample_to),
                            preprocess=pre, ids=ids, load_labels=False)
+    _check_modalities(model, ds.cases)  # before the progress bar starts
     conv = get_convention(args.labels) if args.labels else model.convention
     existing = [cid for cid in ds.ids if (out / cid).exists()]
     if existing and not args.overwrite:
         raise M2CofsError(f"already holds outputs for {', '.join(existing[:3])}{'...' if len(existing) > 3 else ''}; "
                           "pass --overwrite to replace them", out)
-    inputs = [Path(args.model)] + [f for c in ds.cases for f in _case_files(c)]
+    inputs = [model.path] + [f for c in ds.cases for f in _case_files(c)]
     for cid in existing:
         held = [f for f in inputs if is_inside(f, out / cid)]
         if held:
             raise M2CofsError(f"--overwrite would replace {out / cid}, which holds the input file {held[0]}", out)
     trunk = args.trunk or model.config.inference.trunk
-    record = {"model": str(Path(args.model).resolve()), "model_sha256": model.meta.get("sha256"),
+    record = {"model": str(model.path.resolve()), "model_sha256": model.meta.get("sha256"),
               "model_kind": model.meta.get("kind"), "modalities": model.modalities, "label_convention": conv.name,
               "tasks": model.tasks, "postprocess": None,
               "trunk": trunk, "cases": {}}
@@ -142,6 +145,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 STAGING_PREFIX = ".predict-partial-"
+
+
+def _check_modalities(model, cases) -> None:
+    """Every case has every modality the model was trained on (checked on the file names found)."""
+    for spec in cases:
+        missing = [m for m in model.modalities if m not in spec.images]
+        if missing:
+            where = next(iter(spec.images.values())).path.parent if spec.images else None
+            raise M2CofsError(f"the model needs modalities {', '.join(model.modalities)}; case {spec.id} has "
+                              f"{', '.join(spec.images) or 'no image'} (no {', '.join(missing)} image)", where)
 
 
 def _case_files(spec) -> list[Path]:
