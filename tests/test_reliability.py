@@ -15,8 +15,10 @@ import os
 import pickle
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -432,6 +434,60 @@ def test_predict_never_leaves_partial_output(tmp_path, capsys, model, monkeypatc
     assert _predict(model, data, out, "--ids", "b") == 0
     assert not stale.exists() and (out / "b" / "b_seg.nii.gz").exists()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_sigterm_cleans_up_like_ctrl_c(tmp_path, model):
+    """SIGTERM during ``m2cofs predict`` (a real process): the staging folder goes, what OUT held
+    before stays, exit status 143 with one line."""
+    data = tmp_path / "data"
+    for i in range(8):  # about a second per case here: the run is still predicting when the signal comes
+        make_case(data, f"c{i}", shape=(32, 32, 32), seed=i)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("an earlier file\n")
+    proc = subprocess.Popen([sys.executable, "-m", "m2cofs", "predict", "--model", str(model), "--input", str(data),
+                             "--out", str(out), "--no-preview", "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list(out.glob(".predict-partial-*")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "predict never created its staging folder"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "m2cofs: terminated (SIGTERM)" and "Traceback" not in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+def test_sigterm_handler_is_restored_and_nested_interrupts_reach_the_outer_command(monkeypatch, capsys):
+    """main() puts its SIGTERM handler in place only while it runs; a Ctrl-C or SIGTERM inside a
+    sub-command that demo / compare runs through main() stops the outer command too (exit 130 / 143)."""
+    import m2cofs.commands.synth as synth
+    from m2cofs.cli import Terminated
+
+    before = signal.getsignal(signal.SIGTERM)
+    seen = []
+
+    def inner(args):
+        seen.append(signal.getsignal(signal.SIGTERM))
+        raise exc
+
+    for exc, code, text in ((KeyboardInterrupt(), 130, "m2cofs: interrupted"),
+                            (Terminated(), 143, "m2cofs: terminated (SIGTERM)")):
+        monkeypatch.setattr(synth, "run", inner)
+        outer = lambda args: main(["synth", "x"])  # noqa: E731  (a command that runs another, like demo)
+        import m2cofs.commands.demo as demo
+
+        monkeypatch.setattr(demo, "run", outer)
+        assert main(["demo", "--out", "x"]) == code
+        assert capsys.readouterr().err.strip() == text
+        assert signal.getsignal(signal.SIGTERM) is before
+    assert all(callable(h) and h is not before for h in seen)
 
 
 # ----------------------------------------------------------------------------- full disk

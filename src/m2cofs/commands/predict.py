@@ -93,11 +93,11 @@ def run(args: argparse.Namespace) -> int:
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(out)
-    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out))
     if trunk == "volume" and "segmentation" in model.tasks:
         print("m2cofs predict: note: --trunk volume segments much worse than the default sliding window "
               "(results/README.md); it is meant for the fused volume", file=sys.stderr)
-    try:
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out))
+    try:  # straight after mkdtemp: an interrupt or SIGTERM (the CLI makes it one) removes the staging folder
         t0 = time.time()
         setting = args.detail_transfer or model.config.inference.detail_transfer
         may_transfer = "fusion" in model.tasks and setting != "off"
