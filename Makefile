@@ -18,12 +18,18 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) -e ".[dev]"
 	@touch $@
 
+# Where the command is: it is not on PATH until the venv is activated.
+WHERE = @echo "m2cofs is installed as $(BIN)/m2cofs: run 'source $(BIN)/activate' to put it on your PATH, or call $(BIN)/m2cofs"
+
 install: $(VENV)/.installed
+	$(WHERE)
 install-dev: $(VENV)/.installed-dev
+	$(WHERE)
 
 ## make demo: synthetic phantoms -> the main job, on 2 CPU cores
 demo: $(VENV)/.installed
 	$(BIN)/m2cofs demo --out $(OUT) --overwrite
+	$(WHERE)
 
 ## make test: the test suite (CI runs exactly this through .ci/run)
 test: $(VENV)/.installed-dev

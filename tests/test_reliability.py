@@ -15,8 +15,10 @@ import os
 import pickle
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -244,7 +246,7 @@ def test_checkpoint_from_another_model_is_refused(tmp_path, capsys, model, kind)
     m.parent.mkdir()
     if kind == "model_needs_t1":
         make_model(m, modalities=("t1", "t1ce", "flair"))
-        text, where = "has no t1 image", "a"
+        text, where = "the model needs modalities t1, t1ce, flair; case a has ", "a"
     else:
         shutil.copy(model, m)
         shutil.copy(sidecar_path(model), sidecar_path(m))
@@ -274,6 +276,79 @@ def test_checkpoint_from_another_model_is_refused(tmp_path, capsys, model, kind)
     code = _predict(m, data, out)
     line = one_error_line(capsys.readouterr().err)
     assert code == 2 and text in line and where in line, line
+    assert not out.exists()
+
+
+def test_missing_modality_is_reported_before_the_progress_bar(tmp_path, capsys):
+    """The model's modalities are checked against every case before anything runs: one line that
+    says it is the model that needs them, and no half-drawn progress bar above it."""
+    data = tmp_path / "data"
+    make_case(data, "a", modalities=("t1ce", "flair", "t2"))
+    make_case(data, "b", modalities=("t2", "flair"), seed=1)
+    m = make_model(tmp_path / "m" / "unified.ckpt", modalities=("t1ce", "flair"))
+    code = main(["predict", "--model", str(m), "--input", str(data), "--out", str(tmp_path / "out"), "--no-preview"])
+    err = capsys.readouterr().err
+    assert code == 2 and not PROGRESS.search(err) and "%|" not in err, err
+    line = one_error_line(err)
+    assert "the model needs modalities t1ce, flair; case b has " in line and str(data / "b") in line, line
+    assert "t2" in line.split("case b has ")[1] and not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def run_folder(tmp_path, model) -> Path:
+    """A training run's folder holding the unified model, a Stage I specialist and a README."""
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("unified.ckpt", "fusion_specialist.ckpt"):
+        shutil.copy(model, run / name)
+        shutil.copy(sidecar_path(model), sidecar_path(run / name))
+    (run / "README.md").write_text("a run\n")
+    return run
+
+
+def test_run_folder_as_model_uses_its_unified_model(tmp_path, capsys, run_folder):
+    data = tmp_path / "data"
+    make_case(data, "a")
+    out = tmp_path / "out"
+    assert _predict(run_folder, data, out) == 0
+    err = capsys.readouterr().err
+    assert f"is a folder; using {run_folder / 'unified.ckpt'}" in err, err
+    assert json.loads((out / "predict.json").read_text())["model"] == str((run_folder / "unified.ckpt").resolve())
+
+
+@pytest.mark.parametrize("what,text", [
+    ("folder_without_unified", "is a folder, not a model file, and has no unified.ckpt"),
+    ("empty_folder", "it holds no model file"),
+    ("sidecar", "is a model's sidecar (its metadata), not the model file: pass {run}/unified.ckpt instead"),
+    ("specialist_sidecar", "not the model file: pass {run}/fusion_specialist.ckpt instead"),
+    ("readme", "is not a model file; pass {run}/unified.ckpt instead"),
+    ("readme_alone", "is not a model file (a model file is a .ckpt or .safetensors file"),
+])
+def test_model_argument_that_is_not_a_model_file(tmp_path, capsys, run_folder, what, text):
+    data = tmp_path / "data"
+    make_case(data, "a")
+    if what == "folder_without_unified":
+        (run_folder / "unified.ckpt").unlink()
+        arg = run_folder
+    elif what == "empty_folder":
+        arg = tmp_path / "empty"
+        arg.mkdir()
+    elif what == "sidecar":
+        arg = run_folder / "unified.ckpt.json"
+    elif what == "specialist_sidecar":
+        arg = run_folder / "fusion_specialist.ckpt.json"
+    elif what == "readme":
+        arg = run_folder / "README.md"
+    else:
+        arg = tmp_path / "notes" / "README.md"
+        arg.parent.mkdir()
+        arg.write_text("hello\n")
+    out = tmp_path / "out"
+    assert _predict(arg, data, out) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"m2cofs: error: {arg}: ") and text.format(run=run_folder) in line, line
+    if what == "folder_without_unified":
+        assert "model files in it: fusion_specialist.ckpt" in line
     assert not out.exists()
 
 
@@ -359,6 +434,60 @@ def test_predict_never_leaves_partial_output(tmp_path, capsys, model, monkeypatc
     assert _predict(model, data, out, "--ids", "b") == 0
     assert not stale.exists() and (out / "b" / "b_seg.nii.gz").exists()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_sigterm_cleans_up_like_ctrl_c(tmp_path, model):
+    """SIGTERM during ``m2cofs predict`` (a real process): the staging folder goes, what OUT held
+    before stays, exit status 143 with one line."""
+    data = tmp_path / "data"
+    for i in range(8):  # about a second per case here: the run is still predicting when the signal comes
+        make_case(data, f"c{i}", shape=(32, 32, 32), seed=i)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("an earlier file\n")
+    proc = subprocess.Popen([sys.executable, "-m", "m2cofs", "predict", "--model", str(model), "--input", str(data),
+                             "--out", str(out), "--no-preview", "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list(out.glob(".predict-partial-*")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "predict never created its staging folder"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "m2cofs: terminated (SIGTERM)" and "Traceback" not in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+def test_sigterm_handler_is_restored_and_nested_interrupts_reach_the_outer_command(monkeypatch, capsys):
+    """main() puts its SIGTERM handler in place only while it runs; a Ctrl-C or SIGTERM inside a
+    sub-command that demo / compare runs through main() stops the outer command too (exit 130 / 143)."""
+    import m2cofs.commands.synth as synth
+    from m2cofs.cli import Terminated
+
+    before = signal.getsignal(signal.SIGTERM)
+    seen = []
+
+    def inner(args):
+        seen.append(signal.getsignal(signal.SIGTERM))
+        raise exc
+
+    for exc, code, text in ((KeyboardInterrupt(), 130, "m2cofs: interrupted"),
+                            (Terminated(), 143, "m2cofs: terminated (SIGTERM)")):
+        monkeypatch.setattr(synth, "run", inner)
+        outer = lambda args: main(["synth", "x"])  # noqa: E731  (a command that runs another, like demo)
+        import m2cofs.commands.demo as demo
+
+        monkeypatch.setattr(demo, "run", outer)
+        assert main(["demo", "--out", "x"]) == code
+        assert capsys.readouterr().err.strip() == text
+        assert signal.getsignal(signal.SIGTERM) is before
+    assert all(callable(h) and h is not before for h in seen)
 
 
 # ----------------------------------------------------------------------------- full disk

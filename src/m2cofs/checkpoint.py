@@ -68,13 +68,53 @@ def save_model_file(path: str | Path, tensors: dict[str, torch.Tensor], meta: di
     return path
 
 
+UNIFIED = "unified.ckpt"  # a training run's product: RUN/unified.ckpt (m2cofs.training.pipeline)
+MODEL_SUFFIXES = (".ckpt", ".safetensors")
+
+
+def resolve_model_file(path: str | Path) -> Path:
+    """The model file that ``path`` names: ``path`` itself, or ``path/unified.ckpt`` when ``path``
+    is a training run's folder. A folder without one, a sidecar or any other file that is not a
+    model file is refused with a message that names the file to pass instead."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / UNIFIED).is_file():
+            return path / UNIFIED
+        others = sorted(p.name for p in path.iterdir() if p.suffix in MODEL_SUFFIXES and p.is_file())
+        found = f"; model files in it: {', '.join(others)}" if others else "; it holds no model file (*.ckpt)"
+        raise M2CofsError(f"is a folder, not a model file, and has no {UNIFIED} (the unified model a finished "
+                          f"training run writes){found}", path)
+    _refuse_non_model_file(path)
+    return path
+
+
+def _refuse_non_model_file(path: Path) -> None:
+    """Sidecars (``X.ckpt.json``), READMEs and other files that cannot be a model file."""
+    if not path.is_file() or sidecar_path(path).is_file():
+        return
+    if path.suffix == ".json":
+        model = path.with_name(path.name[: -len(".json")])
+        if model.suffix in MODEL_SUFFIXES:
+            hint = f"pass {model} instead" if model.is_file() else f"its model file {model.name} is missing"
+            raise M2CofsError(f"is a model's sidecar (its metadata), not the model file: {hint}", path)
+    if path.suffix not in MODEL_SUFFIXES:
+        unified = path.parent / UNIFIED
+        hint = f"; pass {unified} instead" if unified.is_file() else \
+            f" (a model file is a {' or '.join(MODEL_SUFFIXES)} file with its .json sidecar beside it, e.g. RUN/{UNIFIED})"
+        raise M2CofsError(f"is not a model file{hint}", path)
+
+
 def read_sidecar(path: str | Path) -> dict[str, Any]:
     """The sidecar of a model file, checked against the file's checksum."""
     path = Path(path)
     side = sidecar_path(path)
+    if path.is_dir():
+        resolve_model_file(path)  # says what the folder lacks
+        raise M2CofsError(f"is a folder, not a model file: pass {path / UNIFIED}", path)
     if not path.is_file():
         raise M2CofsError("model file not found", path)
     if not side.is_file():
+        _refuse_non_model_file(path)
         raise M2CofsError(f"has no sidecar {side.name}: cannot tell what the weights are for", path)
     try:
         meta = json.loads(side.read_text(encoding="utf-8"))

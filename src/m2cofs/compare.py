@@ -37,21 +37,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from m2cofs.compare_methods import GROUPS  # torch-free, so that `m2cofs compare --help` can list them
 from m2cofs.errors import M2CofsError
 from m2cofs.io import atomic_write_json, atomic_write_text
 
 # ------------------------------------------------------------------------------------ methods
-GROUPS: dict[str, list[str]] = {
-    "m2cofs": ["m2cofs"],
-    "classical": ["mean", "max", "pca", "laplacian"],
-    "specialists": ["fusion_specialist", "seg_specialist"],
-    "joint": ["joint"],
-    "merging": ["average", "task_arithmetic", "ties", "fisher"],
-    "continual": ["finetune", "ewc", "si", "lwf"],
-    "ablations": ["no_stage2", "no_stage3", "no_si", "no_lm", "euclidean_lm"],
-    "peers": ["segresnet", "unet"],
-    "plugin": ["plugin_swinunetr", "plugin_unetr", "plugin_segresnet", "plugin_unet"],
-}
 ALL_METHODS = [m for g in GROUPS.values() for m in g]
 DEFAULT_METHODS = [m for g, ms in GROUPS.items() if g != "plugin" for m in ms]
 ABLATIONS = ["m2cofs", *GROUPS["ablations"]]

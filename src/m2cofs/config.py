@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import json
 from dataclasses import dataclass, field
 from importlib import resources
@@ -19,8 +20,7 @@ from typing import Any
 import yaml
 
 from m2cofs.errors import M2CofsError
-from m2cofs.models.heads import FUSION_HEADS, seg_head_names
-from m2cofs.models.network import ModelConfig
+from m2cofs.models.spec import FUSION_HEADS, ModelConfig, seg_head_names  # torch-free: the CLI imports this module
 
 PRESETS = ("lite", "paper")
 STAGES = (0, 1, 2, 3)
@@ -101,13 +101,20 @@ def _fail(source: str, key: str, problem: str) -> M2CofsError:
     return M2CofsError(f"{key}: {problem}", source)
 
 
+def _unknown(source: str, prefix: str, key: str, known) -> M2CofsError:
+    """``prefix.key: unknown key; did you mean prefix.close? (known: ...)``."""
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+    return _fail(source, f"{prefix}{key}", f"unknown key{hint} (known: {', '.join(known)})")
+
+
 def _coerce(cls, section: str, values: dict[str, Any], source: str):
     if not isinstance(values, dict):
         raise _fail(source, section, "must be a mapping")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise _fail(source, f"{section}.{unknown[0]}", f"unknown key (known: {', '.join(fields)})")
+        raise _unknown(source, f"{section}.", unknown[0], fields)
     out = {}
     for name, f in fields.items():
         if name not in values:
@@ -137,7 +144,7 @@ def _coerce(cls, section: str, values: dict[str, Any], source: str):
                 raise _fail(source, key, "must be a mapping")
             bad = sorted(set(v) - set(default))
             if bad:
-                raise _fail(source, f"{key}.{bad[0]}", f"unknown key (known: {', '.join(default)})")
+                raise _unknown(source, f"{key}.", bad[0], default)
             merged = dict(default)
             for k2, v2 in v.items():
                 if isinstance(v2, bool) or not isinstance(v2, int):
@@ -217,7 +224,7 @@ def _build(d: dict[str, Any], source: str) -> Config:
         raise M2CofsError("a configuration must be a YAML mapping", source)
     unknown = sorted(set(d) - {"preset", *_SECTIONS})
     if unknown:
-        raise _fail(source, unknown[0], f"unknown key (known: preset, {', '.join(_SECTIONS)})")
+        raise _unknown(source, "", unknown[0], ["preset", *_SECTIONS])
     preset = d.get("preset", "custom")
     if not isinstance(preset, str):
         raise _fail(source, "preset", "must be a string")

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from m2cofs.checkpoint import load_model_file
+from m2cofs.checkpoint import load_model_file, resolve_model_file
 from m2cofs.config import Config
 from m2cofs.data.labels import LabelConvention, get_convention, labels_to_regions, regions_to_labels
 from m2cofs.data.loading import Case, foreground_mask
@@ -62,8 +62,10 @@ class LoadedModel:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Build the network described by a model file's sidecar and load its weights."""
-    path = Path(path)
+    """Build the network described by a model file's sidecar and load its weights.
+
+    ``path`` may be a training run's folder: its ``unified.ckpt`` is loaded (``.path`` says so)."""
+    path = resolve_model_file(path)
     tensors, meta = load_model_file(path)
     try:
         cfg = Config.from_dict(meta["config"], source=f"{path.name} sidecar")

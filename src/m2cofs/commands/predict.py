@@ -66,16 +66,19 @@ def run(args: argparse.Namespace) -> int:
         raise M2CofsError("exists and is not a folder", out)
     device = "cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
     model = load_model(args.model, device)
+    if model.path != Path(args.model):  # a run folder: its unified model
+        print(f"m2cofs predict: note: --model {args.model} is a folder; using {model.path}", file=sys.stderr)
     pre = PreprocessConfig.from_dict(model.meta["preprocessing"])
     ids = [i.strip() for i in args.ids.split(",")] if args.ids else None
     ds = MultiModalDataset(args.input, args.format, modalities=model.modalities, resample_to=resample_arg(args.resample_to),
                            preprocess=pre, ids=ids, load_labels=False)
+    _check_modalities(model, ds.cases)  # before the progress bar starts
     conv = get_convention(args.labels) if args.labels else model.convention
     existing = [cid for cid in ds.ids if (out / cid).exists()]
     if existing and not args.overwrite:
         raise M2CofsError(f"already holds outputs for {', '.join(existing[:3])}{'...' if len(existing) > 3 else ''}; "
                           "pass --overwrite to replace them", out)
-    inputs = [Path(args.model)] + [f for c in ds.cases for f in _case_files(c)]
+    inputs = [model.path] + [f for c in ds.cases for f in _case_files(c)]
     for cid in existing:
         held = [f for f in inputs if is_inside(f, out / cid)]
         if held:
@@ -84,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from m2cofs.reporting.provenance import model_provenance
 
     # model, model_sha256, model_kind, preset, model_version, training_data, training_cases, git_commit
-    record = {**model_provenance(args.model, model.meta), "modalities": model.modalities, "label_convention": conv.name,
+    record = {**model_provenance(model.path, model.meta), "modalities": model.modalities, "label_convention": conv.name,
               "tasks": model.tasks, "postprocess": None,
               "trunk": trunk, "cases": {}}
     # Every case is written into a hidden staging folder inside OUT and moved into place only once
@@ -92,11 +95,11 @@ def run(args: argparse.Namespace) -> int:
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(out)
-    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out))
     if trunk == "volume" and "segmentation" in model.tasks:
         print("m2cofs predict: note: --trunk volume segments much worse than the default sliding window "
               "(results/README.md); it is meant for the fused volume", file=sys.stderr)
-    try:
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out))
+    try:  # straight after mkdtemp: an interrupt or SIGTERM (the CLI makes it one) removes the staging folder
         t0 = time.time()
         setting = args.detail_transfer or model.config.inference.detail_transfer
         may_transfer = "fusion" in model.tasks and (setting != "off" or fusion_head_kind(model) == "weights")
@@ -144,6 +147,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 STAGING_PREFIX = ".predict-partial-"
+
+
+def _check_modalities(model, cases) -> None:
+    """Every case has every modality the model was trained on (checked on the file names found)."""
+    for spec in cases:
+        missing = [m for m in model.modalities if m not in spec.images]
+        if missing:
+            where = next(iter(spec.images.values())).path.parent if spec.images else None
+            raise M2CofsError(f"the model needs modalities {', '.join(model.modalities)}; case {spec.id} has "
+                              f"{', '.join(spec.images) or 'no image'} (no {', '.join(missing)} image)", where)
 
 
 def _case_files(spec) -> list[Path]:

@@ -7,13 +7,19 @@
 * :mod:`~m2cofs.data.loading` — reading and checking one case.
 * :mod:`~m2cofs.data.preprocess` — reorient / crop / resample / scale, its inverse, the cache.
 * :mod:`~m2cofs.data.dataset` — :class:`MultiModalDataset` and :func:`check_dataset`.
+
+The names below are imported from their modules on first use: importing one light submodule
+(``m2cofs.data.labels`` for the command line's choices) does not import nibabel or torch.
 """
 
-from m2cofs.data.dataset import MultiModalDataset, check_dataset, resolve_convention
-from m2cofs.data.labels import CONVENTIONS, get_convention, labels_to_regions, regions_to_labels
-from m2cofs.data.layouts import CaseSpec, DatasetSpec, ImageRef, discover
-from m2cofs.data.loading import Case, load_case
-from m2cofs.data.preprocess import CaseMeta, PreparedCase, PreprocessConfig, preprocess_case, restore
+_LAZY = {
+    "MultiModalDataset": "dataset", "check_dataset": "dataset", "resolve_convention": "dataset",
+    "CONVENTIONS": "labels", "get_convention": "labels", "labels_to_regions": "labels", "regions_to_labels": "labels",
+    "CaseSpec": "layouts", "DatasetSpec": "layouts", "ImageRef": "layouts", "discover": "layouts",
+    "Case": "loading", "load_case": "loading",
+    "CaseMeta": "preprocess", "PreparedCase": "preprocess", "PreprocessConfig": "preprocess",
+    "preprocess_case": "preprocess", "restore": "preprocess",
+}
 
 __all__ = [
     "CONVENTIONS", "Case", "CaseMeta", "CaseSpec", "DatasetSpec", "ImageRef", "MultiModalDataset",
@@ -21,3 +27,15 @@ __all__ = [
     "labels_to_regions", "load_case", "preprocess_case", "regions_to_labels", "resolve_convention",
     "restore",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_LAZY])

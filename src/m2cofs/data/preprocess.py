@@ -32,8 +32,6 @@ from typing import Any, Sequence
 
 import nibabel as nib
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from m2cofs.data.loading import Case, foreground_mask
 from m2cofs.errors import M2CofsError
@@ -146,6 +144,9 @@ def _bbox(mask: np.ndarray, margin: int) -> list[list[int]]:
 
 def _resize(arr: np.ndarray, shape: Sequence[int], mode: str) -> np.ndarray:
     """Resize (C, X, Y, Z) to ``shape`` with torch (trilinear / nearest-exact)."""
+    import torch  # here, not at the top: `m2cofs data check` and the CLI's start-up do without torch
+    import torch.nn.functional as F
+
     t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None]
     kwargs = {"align_corners": False} if mode == "trilinear" else {}
     out = F.interpolate(t, size=tuple(int(s) for s in shape), mode=mode, **kwargs)[0]

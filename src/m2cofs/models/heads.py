@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from m2cofs.models.encoder import ReconstructionDecoder
+from m2cofs.models.spec import FUSION_HEADS, add_seg_head_name, seg_head_names
 
-FUSION_HEADS = ("image", "weights")
 
 
 class ImageFusionHead(ReconstructionDecoder):
@@ -95,13 +95,10 @@ def register_seg_head(name: str):
 
     def deco(fn):
         _SEG_HEADS[name] = fn
+        add_seg_head_name(name)
         return fn
 
     return deco
-
-
-def seg_head_names() -> list[str]:
-    return sorted(_SEG_HEADS)
 
 
 def build_seg_head(name: str, in_channels: int, out_channels: int, feature_size: int,

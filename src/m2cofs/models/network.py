@@ -9,7 +9,6 @@ how Stage III runs F with the weights that the weight-generation network G write
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping
 
 import torch
@@ -20,26 +19,7 @@ from m2cofs.models.blocks import init_weights
 from m2cofs.models.encoder import ReconstructionDecoder, SwinEncoder
 from m2cofs.models.fusion_module import DenseFusion
 from m2cofs.models.heads import build_fusion_head, build_seg_head, compose
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Sizes of every part (a preset's ``model`` section)."""
-
-    feature_channels: int = 16  # each encoder's output width (paper 16)
-    embed_dim: int = 48  # Swin embedding width (paper 48)
-    depths: tuple[int, ...] = (3, 3)
-    num_heads: tuple[int, ...] = (6, 6)
-    window_size: int = 7
-    patch_embed: int = 2
-    fusion_growth: int = 16  # F's dense growth rate (paper 16)
-    fusion_channels: int = 16  # F's output width (paper 16)
-    fusion_head: str = "image"  # ψ writes the fused intensity (paper) or per-voxel source weights
-    seg_head: str = "swinunetr"
-    seg_feature_size: int = 48
-    seg_depths: tuple[int, ...] = (2, 2, 2, 2)
-    seg_num_heads: tuple[int, ...] = (3, 6, 12, 24)
-    seg_window_size: int = 7
+from m2cofs.models.spec import ModelConfig  # re-exported: it lives in the torch-free spec module
 
 
 class M2CoFSNet(nn.Module):
