@@ -127,6 +127,33 @@ def test_datalist_with_other_names(tmp_path):
     assert conv.name == "brats2017"
 
 
+def test_datalist_entry_names_its_own_convention(tmp_path):
+    """A datalist entry's "labels" is that case's convention; the others are inferred."""
+    rng = np.random.default_rng(3)
+    for cid in ("p1", "p2"):
+        for m in ("t1ce", "flair"):
+            write_nifti(tmp_path / f"{cid}_{m}.nii.gz", rng.uniform(1, 9, (10, 10, 10)).astype(np.float32))
+        lab = np.zeros((10, 10, 10), np.uint8)
+        lab[3:6, 3:6, 3:6] = 2
+        lab[4, 4, 4] = 4 if cid == "p1" else 3
+        write_nifti(tmp_path / f"{cid}_seg.nii.gz", lab)
+    dl = [{"id": c, "t1ce": f"{c}_t1ce.nii.gz", "flair": f"{c}_flair.nii.gz", "label": f"{c}_seg.nii.gz"}
+          for c in ("p1", "p2")]
+    dl[1]["labels"] = "brats2023"
+    (tmp_path / "datalist.json").write_text(json.dumps(dl))
+    spec = discover(tmp_path / "datalist.json")
+    resolve_convention(spec)
+    assert [(c.convention, c.convention_reason) for c in spec.cases] == [
+        ("brats2017", "label 4 present without label 3"), ("brats2023", "given in the datalist")]
+    ds = MultiModalDataset(tmp_path / "datalist.json", preprocess=None)
+    et = labels_to_regions(ds[1]["label"], ds.case_convention(1))[0]
+    assert et.sum() == 1  # p2's 3 is enhancing tumour in its own convention
+    dl[1]["labels"] = "brats1999"
+    (tmp_path / "datalist.json").write_text(json.dumps(dl))
+    with pytest.raises(M2CofsError, match="unknown label convention 'brats1999'"):
+        discover(tmp_path / "datalist.json")
+
+
 def test_datalist_refuses_escaping_paths(tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "list.json").write_text(json.dumps([{"id": "a", "t1": "../x.nii.gz", "flair": "y.nii.gz"}]))

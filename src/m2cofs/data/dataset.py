@@ -107,6 +107,13 @@ def resolve_convention(spec: DatasetSpec, labels: str = "auto") -> tuple[LabelCo
         for c in spec.cases:
             c.convention, c.convention_reason = conv.name, "given with --labels"
         return conv, "given with --labels"
+    for c in spec.cases:
+        c.convention, c.convention_reason = None, ""
+    declared = [c for c in spec.cases if c.declared_convention]
+    for c in declared:
+        c.convention, c.convention_reason = c.declared_convention, "given in the datalist"
+    if declared and len(declared) == len(spec.cases):
+        return _dataset_convention(spec, {".": declared})
     with_labels = [c for c in spec.cases if c.label is not None]
     if not with_labels:
         for c in spec.cases:
@@ -115,7 +122,8 @@ def resolve_convention(spec: DatasetSpec, labels: str = "auto") -> tuple[LabelCo
     naming = _naming(spec.format)
     chosen: dict[str, tuple[str, str]] = {}
     undecided: dict[str, str] = {}
-    groups = {k: [c for c in v if c.label is not None] for k, v in convention_groups(spec).items()}
+    groups = {k: [c for c in v if c.label is not None and not c.declared_convention]
+              for k, v in convention_groups(spec).items()}
     groups = {k: v for k, v in groups.items() if v}
     for key, cases in groups.items():
         values = set() if naming == "msd" else _values_of(cases, naming)
@@ -139,22 +147,31 @@ def resolve_convention(spec: DatasetSpec, labels: str = "auto") -> tuple[LabelCo
     for key, cases in groups.items():
         for c in cases:
             c.convention, c.convention_reason = chosen[key]
-    names = [chosen[k][0] for k in groups for _ in groups[k]]
+    if declared:
+        groups["(datalist labels)"] = declared
+    return _dataset_convention(spec, groups)
+
+
+def _dataset_convention(spec: DatasetSpec, groups: dict[str, list[CaseSpec]]) -> tuple[LabelConvention, str]:
+    """The dataset's convention from its cases' (set on each), and why; cases without labels get it."""
+    names = [c.convention for k in groups for c in groups[k]]
     distinct = list(dict.fromkeys(names))
     if len(distinct) == 1:
-        dataset_conv, dataset_reason = get_convention(distinct[0]), chosen[next(iter(groups))][1]
+        first = next(c for k in groups for c in groups[k])
+        dataset_conv, dataset_reason = get_convention(distinct[0]), first.convention_reason
     else:
         convs = [get_convention(n) for n in distinct]
         if len({tuple(c.regions) for c in convs}) > 1:
             raise M2CofsError("the dataset folders hold labels with different regions ("
-                              + "; ".join(f"{k}: {n} {list(get_convention(n).regions)}" for k, (n, _) in chosen.items())
+                              + "; ".join(f"{k}: {n} {list(get_convention(n).regions)}" for k in groups
+                                          for n in dict.fromkeys(c.convention for c in groups[k]))
                               + "); use one kind at a time or pass --labels", spec.root)
         union = frozenset().union(*(c.values for c in convs))
         covering = [c for c in convs if c.values >= union]
         dataset_conv = covering[0] if covering else max(convs, key=lambda c: names.count(c.name))
         dataset_reason = "per dataset folder: " + "; ".join(
-            f"{n} in {', '.join(k + '/' for k in groups if chosen[k][0] == n)} ({names.count(n)} case(s))"
-            for n in distinct)
+            f"{n} in {', '.join(k + '/' for k in groups if any(c.convention == n for c in groups[k]))} "
+            f"({names.count(n)} case(s))" for n in distinct)
     for c in spec.cases:
         if c.convention is None:  # a case without a label file
             c.convention, c.convention_reason = dataset_conv.name, "no label file"

@@ -10,7 +10,8 @@ Supported layouts (``--format``):
 ``mrbrains``   MRBrainS13: ``<case>/{T1,T1_IR,T2_FLAIR}.nii[.gz]`` + ``LabelsForTesting`` (or
                ``LabelsForTraining``); the case id is the folder name.
 ``datalist``   a MONAI-style JSON list of ``{"id": ..., <modality>: path, ..., "label": path,
-               "mask": path}`` (paths relative to the JSON file's folder), which covers any naming.
+               "mask": path, "labels": convention}`` (paths relative to the JSON file's folder;
+               ``labels``, optional, is that case's label convention), which covers any naming.
 ``auto``       the layout whose file patterns match most files under the given path.
 
 Discovery only looks at names; :mod:`m2cofs.data.loading` reads and checks the files.
@@ -57,6 +58,7 @@ class CaseSpec:
     # dataset folder, or given with --labels); None until resolved.
     convention: str | None = None
     convention_reason: str = ""
+    declared_convention: str | None = None  # a datalist entry's own "labels" (wins over inference)
 
     @property
     def modalities(self) -> list[str]:
@@ -359,13 +361,20 @@ def _discover_datalist(json_path: Path) -> DatasetSpec:
             raise M2CofsError(f"{where}: id {cid!r} must be a plain name (no '/', '\\', leading '.' or control "
                               "characters): outputs are written to OUT/<id>/", json_path)
         images: dict[str, ImageRef] = {}
-        label = mask = None
+        label = mask = declared = None
         notes = []
         for key, value in entry.items():
             k = key.lower()
             if k == "id":
                 continue
-            if k in ("label", "seg"):
+            if k in ("labels", "convention"):
+                from m2cofs.data.labels import CONVENTIONS
+
+                if value not in CONVENTIONS:
+                    raise M2CofsError(f"{cid} {key}: unknown label convention {value!r}; choose one of "
+                                      f"{', '.join(CONVENTIONS)}", json_path)
+                declared = value
+            elif k in ("label", "seg"):
                 label = _resolve_inside(base, value, json_path, f"{cid} {key}")
             elif k in ("mask", "brainmask"):
                 mask = _resolve_inside(base, value, json_path, f"{cid} {key}")
@@ -377,7 +386,7 @@ def _discover_datalist(json_path: Path) -> DatasetSpec:
                 if canon in images:
                     raise M2CofsError(f"{cid}: modality {canon} given twice ({key!r})", json_path)
                 images[canon] = ImageRef(_resolve_inside(base, value, json_path, f"{cid} {key}"))
-        cases.append(CaseSpec(cid.strip(), images, label, mask, notes, "datalist"))
+        cases.append(CaseSpec(cid.strip(), images, label, mask, notes, "datalist", declared_convention=declared))
     return DatasetSpec(json_path, "datalist", cases)
 
 
