@@ -127,6 +127,33 @@ def test_datalist_with_other_names(tmp_path):
     assert conv.name == "brats2017"
 
 
+def test_datalist_entry_names_its_own_convention(tmp_path):
+    """A datalist entry's "labels" is that case's convention; the others are inferred."""
+    rng = np.random.default_rng(3)
+    for cid in ("p1", "p2"):
+        for m in ("t1ce", "flair"):
+            write_nifti(tmp_path / f"{cid}_{m}.nii.gz", rng.uniform(1, 9, (10, 10, 10)).astype(np.float32))
+        lab = np.zeros((10, 10, 10), np.uint8)
+        lab[3:6, 3:6, 3:6] = 2
+        lab[4, 4, 4] = 4 if cid == "p1" else 3
+        write_nifti(tmp_path / f"{cid}_seg.nii.gz", lab)
+    dl = [{"id": c, "t1ce": f"{c}_t1ce.nii.gz", "flair": f"{c}_flair.nii.gz", "label": f"{c}_seg.nii.gz"}
+          for c in ("p1", "p2")]
+    dl[1]["labels"] = "brats2023"
+    (tmp_path / "datalist.json").write_text(json.dumps(dl))
+    spec = discover(tmp_path / "datalist.json")
+    resolve_convention(spec)
+    assert [(c.convention, c.convention_reason) for c in spec.cases] == [
+        ("brats2017", "label 4 present without label 3"), ("brats2023", "given in the datalist")]
+    ds = MultiModalDataset(tmp_path / "datalist.json", preprocess=None)
+    et = labels_to_regions(ds[1]["label"], ds.case_convention(1))[0]
+    assert et.sum() == 1  # p2's 3 is enhancing tumour in its own convention
+    dl[1]["labels"] = "brats1999"
+    (tmp_path / "datalist.json").write_text(json.dumps(dl))
+    with pytest.raises(M2CofsError, match="unknown label convention 'brats1999'"):
+        discover(tmp_path / "datalist.json")
+
+
 def test_datalist_refuses_escaping_paths(tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "list.json").write_text(json.dumps([{"id": "a", "t1": "../x.nii.gz", "flair": "y.nii.gz"}]))
@@ -149,6 +176,9 @@ def test_duplicate_ids_refused(tmp_path):
     ({0, 1, 2, 3}, "brats2023", "brats2023"),
     ({0, 1, 2, 3}, None, None),
     ({0, 1, 2}, None, None),
+    ({0, 1, 2}, "brats2021", "brats2017"),
+    ({0, 1, 2}, "brats2023", "brats2023"),
+    ({0, 1, 2, 3}, "brats2021", None),
     ({0}, None, None),
     ({0, 1, 2, 3}, "mrbrains", "mrbrains"),
     ({0, 5, 6}, "mrbrains", "mrbrains9"),
@@ -158,10 +188,62 @@ def test_infer_convention(values, naming, expected):
 
 
 def test_undecidable_convention_asks_for_labels(tmp_path):
-    make_case(tmp_path, "c1", label_values=(0, 1, 2))
-    with pytest.raises(M2CofsError, match="pass --labels"):
+    # 3 without 4 in BraTS 2018-2021 naming: BraTS-2013 non-enhancing or BraTS-2023 enhancing; ET differs
+    make_case(tmp_path, "c1", label_values=(0, 1, 2, 3))
+    with pytest.raises(M2CofsError, match="pass --labels") as exc:
         resolve_convention(discover(tmp_path))
-    assert resolve_convention(discover(tmp_path), "brats2017")[0].name == "brats2017"
+    assert "different regions" in str(exc.value) and "ET={3}" in str(exc.value)
+    assert resolve_convention(discover(tmp_path), "brats2023")[0].name == "brats2023"
+
+
+def test_convention_chosen_when_every_candidate_gives_the_same_regions(tmp_path):
+    """A BraTS-named low-grade glioma (labels 1 and 2 only) means the same regions in every BraTS
+    convention: one is picked, the reason says so, and the regions are the ones all would give."""
+    make_case(tmp_path, "lgg", label_values=(0, 1, 2))
+    conv, reason = resolve_convention(discover(tmp_path))
+    assert conv.name == "brats2017"
+    assert "same regions" in reason and "brats2013" in reason and "brats2023" in reason
+    ds = MultiModalDataset(tmp_path, preprocess=None)
+    label = ds[0]["label"]
+    regions = labels_to_regions(label, conv)
+    for other in ("brats2013", "brats2023"):
+        np.testing.assert_array_equal(labels_to_regions(label, CONVENTIONS[other]), regions)
+    # without a naming that rules out the Decathlon convention (1 = oedema there), it still asks
+    assert infer_convention({0, 1, 2}, None)[0] is None
+    assert "msd" in infer_convention({0, 1, 2}, None)[1]
+
+
+def test_symlinked_case_folders_are_found(tmp_path):
+    """Case folders that are links (nnU-Net style) are followed, a link loop ends, and a folder whose
+    entries were all skipped is not called empty."""
+    src = tmp_path / "store"
+    make_case(src, "a")
+    make_case(src, "b", seed=1)
+    ds = tmp_path / "linked"
+    ds.mkdir()
+    for cid in ("a", "b"):
+        (ds / cid).symlink_to(src / cid, target_is_directory=True)
+    (src / "a" / "loop").symlink_to(ds, target_is_directory=True)  # a -> loop -> linked -> a ...
+    spec = discover(ds)
+    assert spec.format == "brats2021" and spec.ids == ["a", "b"]
+    assert MultiModalDataset(ds, preprocess=None)[1]["image"].shape == (2, 20, 22, 18)
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / ".a").symlink_to(src / "a", target_is_directory=True)
+    with pytest.raises(M2CofsError) as exc:
+        discover(hidden)
+    assert "empty" not in str(exc.value) and "hidden" in str(exc.value) and ".a" in str(exc.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(M2CofsError, match="the dataset folder is empty"):
+        discover(tmp_path / "empty")
+
+
+def test_symlinked_real_case_folders(real_data, tmp_path):
+    for sub, cid in (("brats2013", "brats2013_pat0003"), ("brats2018", "Brats18_2013_3_1")):
+        (tmp_path / cid).symlink_to(real_data / sub / cid, target_is_directory=True)
+    spec = discover(tmp_path)
+    assert spec.ids == ["Brats18_2013_3_1", "brats2013_pat0003"]
+    assert all({"t1ce", "flair"} <= set(c.images) for c in spec.cases)
 
 
 @pytest.mark.parametrize("name", ["brats2013", "brats2017", "brats2023", "msd"])

@@ -192,3 +192,55 @@ def test_parallel_preprocessing_after_torch_has_started(tiny_dataset, tmp_path):
     assert [c.id for c in par] == [c.id for c in one]
     for a, b in zip(par, one):
         np.testing.assert_array_equal(a.image, b.image)
+
+
+def test_label_convention_per_dataset_folder_and_common_modalities(tmp_path, capsys):
+    """A folder of datasets: each sub-folder keeps its own convention (shown per row, used for the
+    regions), and the modalities are those every case has, with a note, not all of them."""
+    root = tmp_path / "d"
+    make_case(root / "old", "a", label_values=(0, 1, 2, 3, 4))  # 2013 labels, t1ce + flair
+    for i, cid in enumerate(("b", "c")):
+        make_case(root / "new", cid, modalities=("t1", "t1ce", "t2", "flair"), seed=i + 1, label_values=(0, 1, 2, 4))
+    code, out, err = run_check(root, capsys)
+    assert code == 0, out + err
+    rows = {line.split()[0]: line for line in out.splitlines() if line[:2] in ("a ", "b ", "c ")}
+    assert "brats2013" in rows["a"] and "brats2017" in rows["b"] and "brats2017" in rows["c"]
+    assert all(" t1ce,flair " in r for r in rows.values())
+    assert "left out t1, t2" in out
+    code, out, err = run_check(root, capsys, "--labels", "brats2013")
+    rows = [line for line in out.splitlines() if line[:2] in ("a ", "b ", "c ")]
+    assert code == 0 and all("brats2013" in r for r in rows)
+    ds = MultiModalDataset(root)
+    assert [ds.case_convention(i).name for i in range(3)] == ["brats2013", "brats2017", "brats2017"]
+    assert ds.modalities == ["t1ce", "flair"] and "left out t1, t2" in ds.notes[0]
+    assert ds.prepared(0).meta.label_convention == "brats2013"
+
+
+def test_training_patches_use_each_cases_convention():
+    """Labels become regions in the case's own convention: a BraTS-2023 case's 3 is ET even where
+    the training set's convention is brats2017 (whose ET is 4)."""
+    from conftest import tiny_prepared_cases
+
+    from m2cofs.data.labels import CONVENTIONS
+    from m2cofs.training.patches import PatchDataset
+
+    case = tiny_prepared_cases(n=1)[0]
+    case.label[case.label == 4] = 3
+    case.meta.label_convention = "brats2023"
+    patches = PatchDataset([case], CONVENTIONS["brats2017"], (36, 36, 36), samples_per_case=1, augment=False)
+    target = np.asarray(patches[0]["target"])
+    assert target[0].sum() == (case.label == 3).sum() > 0  # ET
+    assert target[2].sum() == (case.label > 0).sum()  # WT
+
+
+def test_real_folder_of_datasets_keeps_each_convention(real_data, tmp_path, capsys):
+    """brats2013 (2013 labels, t1ce + flair) beside brats2018 and tcga (2017 labels, four modalities)."""
+    for sub, cid in (("brats2013", "brats2013_pat0003"), ("brats2018", "Brats18_2013_3_1"), ("tcga", "TCGA-FG-6692")):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+        (tmp_path / "data" / sub / cid).symlink_to(real_data / sub / cid, target_is_directory=True)
+    code, out, err = run_check(tmp_path / "data", capsys)
+    assert code == 0, out + err
+    conv = {line.split()[0]: line.split()[5] for line in out.splitlines()
+            if line.startswith(("brats2013_", "Brats18", "TCGA"))}
+    assert conv == {"brats2013_pat0003": "brats2013", "Brats18_2013_3_1": "brats2017", "TCGA-FG-6692": "brats2017"}
+    assert "left out t1, t2" in out and "all 3 case(s) usable" in out

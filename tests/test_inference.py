@@ -102,3 +102,93 @@ def test_weights_fuse_on_the_input_grid_keeping_full_resolution():
     assert np.all(out[~fg] == 0)
     grad = lambda v: np.abs(np.diff(v, axis=0)).sum()  # noqa: E731
     assert grad(compose_on_input_grid(one_hot, case, src, pre)) > 1.5 * grad(restore(case.image[0], case.meta, "image"))
+
+
+# --------------------------------------------------------------- cases matched to the model (#19)
+def _reordered(case, order):
+    """``case`` with its channels (and their names and intensity ranges) in ``order``."""
+    import dataclasses
+
+    from m2cofs.data.preprocess import PreparedCase
+
+    have = case.meta.modalities
+    idx = [have.index(m) for m in order]
+    ranges = [case.meta.intensity_range[i] for i in idx] if case.meta.intensity_range else []
+    meta = dataclasses.replace(case.meta, modalities=list(order), intensity_range=ranges)
+    return PreparedCase(case.id, case.image[idx].copy(), case.mask, case.label, meta)
+
+
+def _with_t2(case):
+    """``case`` with a third channel, t2, appended (a noise volume)."""
+    import dataclasses
+
+    from m2cofs.data.preprocess import PreparedCase
+
+    extra = np.random.default_rng(1).uniform(0, 1, case.image.shape[1:]).astype(np.float32)
+    meta = dataclasses.replace(case.meta, modalities=[*case.meta.modalities, "t2"],
+                               intensity_range=[*case.meta.intensity_range, [0.0, 1.0]])
+    return PreparedCase(case.id, np.concatenate([case.image, extra[None]]), case.mask, case.label, meta)
+
+
+def test_predict_case_reorders_swapped_modalities_and_narrows_a_superset():
+    """A case in flair, t1ce order (or with a t2 besides) gives the model's t1ce, flair result,
+    not the swapped channels' or a bare ValueError."""
+    from test_performance import _tiny_model
+
+    from m2cofs.inference import predict_case
+
+    model = _tiny_model()
+    case = preprocess_case(_case(), PreprocessConfig())
+    ref = predict_case(model, case, postprocess=False)
+    assert "notes" not in ref.info
+    swapped = predict_case(model, _reordered(case, ["flair", "t1ce"]), postprocess=False)
+    np.testing.assert_allclose(swapped.fused, ref.fused, atol=1e-5)
+    np.testing.assert_array_equal(swapped.label, ref.label)
+    assert "reordered" in swapped.info["notes"][0]
+    superset = predict_case(model, _reordered(_with_t2(case), ["t2", "flair", "t1ce"]), postprocess=False)
+    np.testing.assert_allclose(superset.fused, ref.fused, atol=1e-5)
+    assert "left out t2" in superset.info["notes"][0]
+
+
+def test_predict_case_names_the_missing_modality():
+    import dataclasses
+
+    from conftest import tiny_prepared_cases
+    from test_performance import _tiny_model
+
+    from m2cofs.errors import M2CofsError
+    from m2cofs.inference import predict_case
+
+    model = _tiny_model()
+    case = tiny_prepared_cases(n=1)[0]
+    case.meta = dataclasses.replace(case.meta, modalities=["t1ce", "t2"])
+    with pytest.raises(M2CofsError) as exc:
+        predict_case(model, case)
+    msg = str(exc.value)
+    assert "needs t1ce, flair" in msg and "has t1ce, t2" in msg and "without flair" in msg and ".dataset(" in msg
+
+
+def test_predict_case_refuses_other_preprocessing_and_dataset_builds_the_matching_one(tiny_dataset):
+    """A case prepared on another grid (or with another intensity scaling) than the model's sidecar
+    says is refused with what differs; ``model.dataset(path)`` builds the dataset that fits."""
+    from test_performance import _tiny_model
+
+    from m2cofs.errors import M2CofsError
+    from m2cofs.inference import match_case_to_model
+
+    model = _tiny_model()
+    model.meta["modalities"] = ["flair", "t1ce"]
+    model.meta["preprocessing"] = PreprocessConfig(spacing=(2.0, 2.0, 2.0)).to_dict()
+    src = _case()
+    with pytest.raises(M2CofsError, match=r"grid 1x1x1 mm \(the model's: 2x2x2 mm\).*dataset\("):
+        match_case_to_model(model, preprocess_case(src, PreprocessConfig(spacing=(1.0, 1.0, 1.0))))
+    with pytest.raises(M2CofsError, match="intensity 'minmax'"):
+        match_case_to_model(model, preprocess_case(src, PreprocessConfig(spacing=(2.0, 2.0, 2.0), intensity="minmax")))
+    ds = model.dataset(tiny_dataset)
+    assert ds.modalities == ["flair", "t1ce"] and ds.preprocess == model.preprocessing
+    prepared = ds.prepared(0)
+    assert prepared.meta.modalities == ["flair", "t1ce"] and prepared.meta.spacing == pytest.approx([2.0] * 3, rel=0.05)
+    case, _, notes = match_case_to_model(model, prepared)
+    assert case is prepared and notes == []
+    with pytest.raises(M2CofsError, match="come.* from the model"):
+        model.dataset(tiny_dataset, modalities=["t1ce", "flair"])

@@ -599,7 +599,7 @@ def _resolve_modalities(modalities, pred: PredictionSet, spec) -> tuple[list[str
     mods = dataset_modalities(spec)
     if not mods:
         raise M2CofsError("the cases have no images", spec.root)
-    return mods, "all of the dataset's modalities"
+    return mods, "the modalities every case of the dataset has"
 
 
 def evaluate(
@@ -626,7 +626,7 @@ def evaluate(
     See the module docstring. Raises :class:`M2CofsError` for every user-facing problem; in
     that case nothing is written to ``out``.
     """
-    from m2cofs.data.dataset import resolve_convention
+    from m2cofs.data.dataset import case_convention, resolve_convention
     from m2cofs.data.layouts import discover
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -680,7 +680,7 @@ def evaluate(
     n_prev = len(matched) if max_previews is None else min(len(matched), max(0, max_previews))
     # every case previewed: with its metrics; only some: the worst ones, rendered once the metrics are known
     inline = report and n_prev == len(matched)
-    jobs = [CaseJob(by_id[cid], mods, convention, resample_to, preds.cases[cid].fused, preds.cases[cid].seg,
+    jobs = [CaseJob(by_id[cid], mods, case_convention(by_id[cid], convention), resample_to, preds.cases[cid].fused, preds.cases[cid].seg,
                     modes, fusion_names, seg_names, preview=inline, mask=mask)
             for cid in matched]
     check_prediction_grids(jobs)

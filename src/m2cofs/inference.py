@@ -60,6 +60,28 @@ class LoadedModel:
     def convention(self) -> LabelConvention:
         return get_convention(self.meta["label_convention"])
 
+    @property
+    def preprocessing(self) -> PreprocessConfig:
+        """The preprocessing the model was trained with (its sidecar's; else its config's)."""
+        if "preprocessing" in self.meta:
+            return PreprocessConfig.from_dict(self.meta["preprocessing"])
+        return PreprocessConfig(spacing=self.config.data.spacing, intensity=self.config.data.intensity)
+
+    def dataset(self, path: str | Path, **kwargs):
+        """The :class:`~m2cofs.data.dataset.MultiModalDataset` of ``path`` that this model can
+        predict: its modalities, in its order, and its preprocessing. Other arguments (``format``,
+        ``ids``, ``resample_to``, ``cache_dir``, ``labels``, ``load_labels`` — default ``False``)
+        go to the dataset."""
+        from m2cofs.data.dataset import MultiModalDataset
+
+        fixed = [k for k in ("modalities", "preprocess") if k in kwargs]
+        if fixed:
+            raise M2CofsError(f"{' and '.join(fixed)} come(s) from the model ({', '.join(self.modalities)}; "
+                              f"{self.preprocessing.to_dict()}): do not pass {', '.join(fixed)} to dataset()",
+                              self.path)
+        kwargs.setdefault("load_labels", False)
+        return MultiModalDataset(path, modalities=self.modalities, preprocess=self.preprocessing, **kwargs)
+
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Build the network described by a model file's sidecar and load its weights.
@@ -441,11 +463,83 @@ def compose_on_input_grid(weights: np.ndarray, case: PreparedCase, source: Case,
     return fused
 
 
-def model_preprocessing(model: LoadedModel) -> PreprocessConfig:
-    """The preprocessing the model was trained with (its sidecar's, else its config's)."""
-    if "preprocessing" in model.meta:
-        return PreprocessConfig.from_dict(model.meta["preprocessing"])
-    return PreprocessConfig(spacing=model.config.data.spacing, intensity=model.config.data.intensity)
+def _model_name(model: LoadedModel) -> str:
+    return f"the model {model.path.name}" if model.path is not None else "the model"
+
+
+def match_case_to_model(model: LoadedModel, case: PreparedCase, source: Case | None = None
+                        ) -> tuple[PreparedCase, Case | None, list[str]]:
+    """Bring a prepared case (and its ``source``) to the model's modalities, or refuse.
+
+    The same modalities in another order are reordered to the model's (image channels, their
+    intensity ranges, the source's channels); more modalities than the model's are narrowed to
+    its own (with a note); a missing one, or a case preprocessed unlike the model (grid spacing,
+    intensity scaling, reorientation), is an :class:`M2CofsError` saying what the model expects
+    and how to build a matching dataset (:meth:`LoadedModel.dataset`). Returns the case, the
+    source and the notes.
+    """
+    want = model.modalities
+    have = list(case.meta.modalities)
+    n = int(case.image.shape[0])
+    build = f"build the dataset with load_model(...).dataset(path) (modalities {want}, the model's preprocessing)"
+    if not have:  # an unnamed array: only the channel count can be checked
+        if n != len(want):
+            raise M2CofsError(f"case {case.id!r} has {n} channel(s); {_model_name(model)} expects {len(want)} "
+                              f"({', '.join(want)}, in this order); {build}")
+        have = list(want)
+    if len(have) != n:
+        raise M2CofsError(f"case {case.id!r}: its image has {n} channel(s) but names {len(have)} modalities "
+                          f"({', '.join(have)}), so they cannot be told apart; {build}")
+    missing = [m for m in want if m not in have]
+    if missing:
+        raise M2CofsError(f"{_model_name(model)} needs {', '.join(want)} (in this order); case {case.id!r} has "
+                          f"{', '.join(have)}, without {', '.join(missing)}; {build}")
+    _check_preprocessing(model, case, build)
+    notes: list[str] = []
+    if have == want:
+        return case, source, notes
+    idx = [have.index(m) for m in want]
+    if len(have) == len(want):
+        notes.append(f"reordered the channels {', '.join(have)} to the model's {', '.join(want)}")
+    else:
+        extra = [m for m in have if m not in want]
+        notes.append(f"used {', '.join(want)} of the case's {', '.join(have)} (the model takes {len(want)}; "
+                     f"left out {', '.join(extra)})")
+    ranges = case.meta.intensity_range
+    meta = dataclasses.replace(case.meta, modalities=list(want),
+                               intensity_range=[ranges[i] for i in idx] if len(ranges) == n else ranges)
+    case = PreparedCase(case.id, np.ascontiguousarray(case.image[idx]), case.mask, case.label, meta)
+    if source is not None:
+        lacking = [m for m in want if m not in source.modalities]
+        if lacking:
+            raise M2CofsError(f"case {case.id!r}: the source case has no {', '.join(lacking)} ({', '.join(source.modalities)})")
+        sidx = [list(source.modalities).index(m) for m in want]
+        source = dataclasses.replace(source, modalities=list(want), images=source.images[sidx])
+    return case, source, notes
+
+
+def _check_preprocessing(model: LoadedModel, case: PreparedCase, build: str) -> None:
+    """Refuse a case preprocessed otherwise than the model's sidecar records (nothing to compare
+    with where the sidecar or the case does not record it)."""
+    if "preprocessing" not in model.meta:
+        return
+    want = model.preprocessing
+    rec = dict(case.meta.preprocessing or {})
+    got_spacing = [float(v) for v in case.meta.spacing] if case.meta.spacing else None
+    diffs = []
+    resampled = bool(case.meta.cropped_shape) and list(case.meta.shape) != list(case.meta.cropped_shape)
+    if want.spacing is None:
+        if resampled and got_spacing:
+            diffs.append(f"grid {'x'.join(f'{v:g}' for v in got_spacing)} mm (resampled; the model works on the "
+                         "scans' own grid)")
+    elif got_spacing and not np.allclose(got_spacing, want.spacing, rtol=0.05):
+        diffs.append(f"grid {'x'.join(f'{v:g}' for v in got_spacing)} mm (the model's: "
+                     f"{'x'.join(f'{v:g}' for v in want.spacing)} mm)")
+    for key in ("intensity", "lower_percentile", "upper_percentile", "canonical"):
+        if key in rec and rec[key] != getattr(want, key):
+            diffs.append(f"{key} {rec[key]!r} (the model's: {getattr(want, key)!r})")
+    if diffs:
+        raise M2CofsError(f"case {case.id!r} was preprocessed unlike {_model_name(model)}: {'; '.join(diffs)}; {build}")
 
 
 def predict_case(model: LoadedModel, case: PreparedCase, out_convention: LabelConvention | None = None,
@@ -459,17 +553,19 @@ def predict_case(model: LoadedModel, case: PreparedCase, out_convention: LabelCo
     with an ``image`` head it lets the fused volume take back the detail finer than the model
     grid (:func:`transfer_detail`), as ``detail_transfer`` (default: the model's
     ``inference.detail_transfer``) asks. Without it the fused volume is the model grid's,
-    resampled. ``trunk`` as for :func:`predict_array`."""
+    resampled. ``trunk`` as for :func:`predict_array`. The case is first matched to the
+    model's modalities and preprocessing (:func:`match_case_to_model`; notes in ``info["notes"]``)."""
     t0 = time.time()
+    case, source, notes = match_case_to_model(model, case, source)
     conv = out_convention or model.convention
     if len(conv.regions) != len(model.meta["regions"]) or list(conv.regions) != list(model.meta["regions"]):
         raise M2CofsError(f"--labels {conv.name} has regions {list(conv.regions)} but the model predicts {model.meta['regions']}")
     raw = predict_array(model, case.image, device, trunk=trunk)
     fused = label = None
-    info: dict[str, Any] = {}
+    info: dict[str, Any] = {"notes": notes} if notes else {}
     weights = raw.pop("fusion_weights", None)
     if weights is not None and source is not None:  # the weights head: fuse on the input grid
-        fused = compose_on_input_grid(weights, case, source, model_preprocessing(model))
+        fused = compose_on_input_grid(weights, case, source, model.preprocessing)
         raw.pop("fused", None)
         info["fusion_grid"] = "input"
         info["detail_transfer"] = False
@@ -479,7 +575,7 @@ def predict_case(model: LoadedModel, case: PreparedCase, out_convention: LabelCo
         setting = detail_transfer or model.config.inference.detail_transfer
         info["detail_transfer"] = source is not None and detail_transfer_wanted(setting, case)
         if info["detail_transfer"]:
-            fused = transfer_detail(fused, case, source, model_preprocessing(model))
+            fused = transfer_detail(fused, case, source, model.preprocessing)
     if "seg_prob" in raw:
         regions = prob_to_regions(raw.pop("seg_prob"), case.meta)
         inf = model.config.inference

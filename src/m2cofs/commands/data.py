@@ -30,8 +30,10 @@ def run_check(args: argparse.Namespace) -> int:
     spec, convention, reason, rows = check_dataset(
         args.data, args.format, args.labels, modalities_arg(args.modalities), resample_arg(args.resample_to)
     )
-    print(f"{spec.root}: {len(rows)} case(s), layout {spec.format}, labels {convention.name} ({reason})")
-    header = ["id", "modalities", "shape", "spacing (mm)", "orient", "labels", "regions (voxels)", "problems"]
+    labels = f"labels {convention.name} ({reason})" if len({r.convention for r in rows}) <= 1 else f"labels {reason}"
+    print(f"{spec.root}: {len(rows)} case(s), layout {spec.format}, {labels}")
+    header = ["id", "modalities", "shape", "spacing (mm)", "orient", "convention", "labels", "regions (voxels)",
+              "problems"]
     table = []
     for r in rows:
         table.append([
@@ -40,6 +42,7 @@ def run_check(args: argparse.Namespace) -> int:
             "x".join(map(str, r.shape)) if r.shape else "-",
             "x".join(f"{s:g}" for s in r.spacing) if r.spacing else "-",
             r.orientation or "-",
+            r.convention or "-",
             ",".join(map(str, r.label_values)) if r.label_values is not None else "-",
             " ".join(f"{k}={v}" for k, v in r.regions.items()) if r.regions else "-",
             "; ".join(r.problems) if r.problems else "ok",

@@ -102,13 +102,31 @@ def get_convention(name: str) -> LabelConvention:
         raise ValueError(f"unknown label convention {name!r}; choose one of {', '.join(CONVENTIONS)}") from None
 
 
+# Conventions a file naming can hold, the preferred one first (used when several fit and give the
+# same regions). BraTS 2018-2021 naming ("<id>_t1ce") is also how BraTS 2013 data is redistributed.
+_CANDIDATES = {
+    "brats2021": ("brats2017", "brats2013", "brats2023"),
+    "brats2023": ("brats2023", "brats2017", "brats2013"),
+    None: ("brats2017", "brats2013", "brats2023", "msd"),
+}
+
+
+def regions_of_values(values: set[int], convention: LabelConvention) -> dict[str, tuple[int, ...]]:
+    """Which of ``values`` fall in each of the convention's regions."""
+    return {r: tuple(sorted(v for v in values if v in m)) for r, m in convention.regions.items()}
+
+
 def infer_convention(values: set[int], naming: str | None = None) -> tuple[str | None, str]:
     """Infer a convention from the label values present and the file naming.
 
     Returns ``(name, reason)``; ``name`` is ``None`` when the data cannot tell (the caller asks
     for ``--labels``). Rules: MRBrainS naming → ``mrbrains`` (``mrbrains9`` if any value > 3);
     Decathlon layout → ``msd``; 3 and 4 both present → ``brats2013``; 4 without 3 →
-    ``brats2017``; 3 without 4 with BraTS-2023 naming → ``brats2023``.
+    ``brats2017``; 3 without 4 with BraTS-2023 naming → ``brats2023``. Otherwise, when every
+    convention the naming can hold (``brats2021`` naming: the BraTS ones; no naming: also ``msd``)
+    that allows the values puts them in the same regions (e.g. only 1 and 2, a glioma without
+    enhancement), the naming's usual one is taken: the choice cannot change a region. Only when
+    the regions would differ is the answer ``None``.
     """
     vals = {int(v) for v in values} - {0}
     if naming == "mrbrains":
@@ -123,7 +141,20 @@ def infer_convention(values: set[int], naming: str | None = None) -> tuple[str |
         return "brats2017", "label 4 present without label 3"
     if 3 in vals and naming == "brats2023":
         return "brats2023", "label 3 without label 4, with BraTS-2023 file naming"
-    return None, f"label values {sorted(vals)} fit more than one convention"
+    fits = [CONVENTIONS[n] for n in _CANDIDATES.get(naming, _CANDIDATES[None]) if vals <= CONVENTIONS[n].values]
+    if not fits:
+        return None, f"label values {sorted(vals)} fit no tumour convention"
+    regions = {c.name: regions_of_values(vals, c) for c in fits}
+    if len(fits) == 1 or all(r == regions[fits[0].name] for r in regions.values()):
+        shown = ", ".join(f"{r}={{{','.join(map(str, v))}}}" for r, v in regions[fits[0].name].items())
+        return fits[0].name, (f"label values {sorted(vals)} give the same regions ({shown}) in "
+                              f"{', '.join(c.name for c in fits)}; using {fits[0].name}")
+    groups: dict[tuple, list[str]] = {}
+    for n, reg in regions.items():
+        groups.setdefault(tuple(reg.items()), []).append(n)
+    differ = "; ".join("/".join(names) + ": " + " ".join(f"{r}={{{','.join(map(str, v))}}}" for r, v in reg)
+                       for reg, names in groups.items())
+    return None, f"label values {sorted(vals)} fit more than one convention, with different regions ({differ})"
 
 
 def check_label_values(values: set[int], convention: LabelConvention) -> list[int]:

@@ -10,7 +10,8 @@ Supported layouts (``--format``):
 ``mrbrains``   MRBrainS13: ``<case>/{T1,T1_IR,T2_FLAIR}.nii[.gz]`` + ``LabelsForTesting`` (or
                ``LabelsForTraining``); the case id is the folder name.
 ``datalist``   a MONAI-style JSON list of ``{"id": ..., <modality>: path, ..., "label": path,
-               "mask": path}`` (paths relative to the JSON file's folder), which covers any naming.
+               "mask": path, "labels": convention}`` (paths relative to the JSON file's folder;
+               ``labels``, optional, is that case's label convention), which covers any naming.
 ``auto``       the layout whose file patterns match most files under the given path.
 
 Discovery only looks at names; :mod:`m2cofs.data.loading` reads and checks the files.
@@ -53,6 +54,11 @@ class CaseSpec:
     mask: Path | None = None
     notes: list[str] = field(default_factory=list)
     format: str = ""
+    # The case's label convention and why (set by m2cofs.data.dataset.resolve_convention: per
+    # dataset folder, or given with --labels); None until resolved.
+    convention: str | None = None
+    convention_reason: str = ""
+    declared_convention: str | None = None  # a datalist entry's own "labels" (wins over inference)
 
     @property
     def modalities(self) -> list[str]:
@@ -112,18 +118,69 @@ def _parse_mrbrains(path: Path, stem: str) -> tuple[str, str] | None:
 _PARSERS = {"brats2021": _parse_brats2021, "brats2023": _parse_brats2023, "mrbrains": _parse_mrbrains}
 
 
-def _walk_nifti(root: Path) -> list[Path]:
+def _walk_nifti(root: Path, skipped: list[str] | None = None) -> list[Path]:
+    """NIfTI files under ``root`` (at most ``MAX_DEPTH`` folders down), in sorted order.
+
+    Symbolic links to folders are followed (case folders linked in from elsewhere, as nnU-Net
+    users assemble datasets), each real folder once, so a link loop ends. What is passed over —
+    hidden entries, folders too deep, link loops, broken links — is described in ``skipped``.
+    """
     found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
     base_depth = len(root.parts)
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def onerror(exc: OSError) -> None:
+        if skipped is not None:
+            skipped.append(f"unreadable folder {exc.filename} ({exc.strerror})")
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=onerror):
+        try:
+            st = os.stat(dirpath)
+            key = (st.st_dev, st.st_ino)
+        except OSError:
+            continue
+        if key in seen:  # a link back to a folder already walked: a loop or a duplicate
+            if skipped is not None:
+                skipped.append(f"{dirpath} (a link to a folder already searched)")
+            dirnames[:] = []
+            continue
+        seen.add(key)
         depth = len(Path(dirpath).parts) - base_depth
+        hidden = [d for d in dirnames if d.startswith(".")] + [f for f in filenames if f.startswith(".")]
+        if skipped is not None and hidden:
+            skipped.append(f"{len(hidden)} hidden entr{'y' if len(hidden) == 1 else 'ies'} in {dirpath} "
+                           f"(e.g. {hidden[0]})")
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         if depth >= MAX_DEPTH:
+            if skipped is not None and dirnames:
+                skipped.append(f"{len(dirnames)} folder(s) in {dirpath}, deeper than {MAX_DEPTH} levels")
             dirnames[:] = []
         for f in sorted(filenames):
-            if not f.startswith(".") and strip_nifti_suffix(f) is not None:
+            if f.startswith("."):
+                continue
+            if strip_nifti_suffix(f) is not None:
                 found.append(Path(dirpath) / f)
+            elif skipped is not None:
+                p = Path(dirpath) / f
+                if p.is_symlink() and not p.exists():
+                    skipped.append(f"broken link {p}")
     return found
+
+
+def _nothing_found(path: Path, skipped: list[str]) -> M2CofsError:
+    """The error for a folder without NIfTI files: empty only when it really holds nothing."""
+    try:
+        entries = sorted(os.listdir(path))
+    except OSError as exc:
+        return M2CofsError(f"cannot be listed ({exc.strerror})", path)
+    if not entries:
+        return M2CofsError("no NIfTI files (.nii or .nii.gz) found: the dataset folder is empty", path)
+    others = [e for e in entries if not e.startswith(".")]
+    what = [f"it holds {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
+            + (f" (e.g. {', '.join(others[:3])})" if others else "")]
+    if skipped:
+        what.append("skipped: " + "; ".join(skipped[:3]) + ("; ..." if len(skipped) > 3 else ""))
+    return M2CofsError("no NIfTI files (.nii or .nii.gz) found; " + "; ".join(what), path)
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -140,12 +197,13 @@ def detect_format(path: str | os.PathLike) -> str:
         return "msd" if isinstance(obj, dict) and "modality" in obj and "training" in obj else "datalist"
     if (path / "dataset.json").is_file() and ((path / "imagesTr").is_dir() or (path / "imagesTs").is_dir()):
         return "msd"
-    files = _walk_nifti(path)
+    skipped: list[str] = []
+    files = _walk_nifti(path, skipped)
     if not files:
         for name in ("datalist.json", "dataset.json"):
             if (path / name).is_file():
                 return detect_format(path / name)
-        raise M2CofsError("no NIfTI files (.nii or .nii.gz) found: the dataset folder is empty", path)
+        raise _nothing_found(path, skipped)
     scores = {}
     for fmt, parser in _PARSERS.items():
         scores[fmt] = sum(parser(f, strip_nifti_suffix(f.name)) is not None for f in files)
@@ -201,7 +259,8 @@ def _discover_by_name(root: Path, fmt: str) -> DatasetSpec:
     parser = _PARSERS[fmt]
     groups: dict[tuple[Path, str], dict[str, list[Path]]] = {}
     unmatched: dict[Path, list[Path]] = {}
-    for f in _walk_nifti(root):
+    skipped: list[str] = []
+    for f in _walk_nifti(root, skipped):
         parsed = parser(f, strip_nifti_suffix(f.name))
         if parsed is None:
             unmatched.setdefault(f.parent, []).append(f)
@@ -237,6 +296,7 @@ def _discover_by_name(root: Path, fmt: str) -> DatasetSpec:
             notes.append("no image files")
         cases.append(CaseSpec(cid, images, label, mask, notes, fmt))
     ds_notes = [f"ignored {len(v)} file(s) in {k} that match no case" for k, v in unmatched.items()]
+    ds_notes += [f"skipped {s}" for s in skipped if "hidden entr" not in s]
     return DatasetSpec(root, fmt, cases, ds_notes)
 
 
@@ -301,13 +361,20 @@ def _discover_datalist(json_path: Path) -> DatasetSpec:
             raise M2CofsError(f"{where}: id {cid!r} must be a plain name (no '/', '\\', leading '.' or control "
                               "characters): outputs are written to OUT/<id>/", json_path)
         images: dict[str, ImageRef] = {}
-        label = mask = None
+        label = mask = declared = None
         notes = []
         for key, value in entry.items():
             k = key.lower()
             if k == "id":
                 continue
-            if k in ("label", "seg"):
+            if k in ("labels", "convention"):
+                from m2cofs.data.labels import CONVENTIONS
+
+                if value not in CONVENTIONS:
+                    raise M2CofsError(f"{cid} {key}: unknown label convention {value!r}; choose one of "
+                                      f"{', '.join(CONVENTIONS)}", json_path)
+                declared = value
+            elif k in ("label", "seg"):
                 label = _resolve_inside(base, value, json_path, f"{cid} {key}")
             elif k in ("mask", "brainmask"):
                 mask = _resolve_inside(base, value, json_path, f"{cid} {key}")
@@ -319,7 +386,7 @@ def _discover_datalist(json_path: Path) -> DatasetSpec:
                 if canon in images:
                     raise M2CofsError(f"{cid}: modality {canon} given twice ({key!r})", json_path)
                 images[canon] = ImageRef(_resolve_inside(base, value, json_path, f"{cid} {key}"))
-        cases.append(CaseSpec(cid.strip(), images, label, mask, notes, "datalist"))
+        cases.append(CaseSpec(cid.strip(), images, label, mask, notes, "datalist", declared_convention=declared))
     return DatasetSpec(json_path, "datalist", cases)
 
 

@@ -42,6 +42,7 @@ class Case:
     mask: np.ndarray | None = None  # (X, Y, Z) bool brain mask
     files: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    label_convention: str = ""  # the convention ``label`` is in (its dataset folder's), when known
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -284,7 +285,8 @@ def load_case(
         files["label"] = str(spec.label)
     if spec.mask is not None:
         files["mask"] = str(spec.mask)
-    return Case(spec.id, list(modalities), images, ref_aff, ref_hdr, label, mask, files, notes)
+    return Case(spec.id, list(modalities), images, ref_aff, ref_hdr, label, mask, files, notes,
+                convention.name if convention is not None else (spec.convention or ""))
 
 
 def _read_aux(path: Path, ref_shape, ref_aff, resample_to, ref_mod, spec: CaseSpec, notes: list[str], what: str):

@@ -96,6 +96,8 @@ class CaseMeta:
     spacing: list[float] = field(default_factory=list)  # preprocessed voxel size (mm)
     intensity_range: list[list[float]] = field(default_factory=list)  # per modality (lo, hi)
     files: dict[str, str] = field(default_factory=dict)
+    label_convention: str = ""  # the convention of the case's label values ("" when not known)
+    preprocessing: dict[str, Any] = field(default_factory=dict)  # the PreprocessConfig it was made with
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -254,6 +256,8 @@ def preprocess_case(case: Case, cfg: PreprocessConfig = PreprocessConfig()) -> P
         spacing=np.sqrt((out_affine[:3, :3] ** 2).sum(axis=0)).tolist(),
         intensity_range=ranges,
         files=dict(case.files),
+        label_convention=getattr(case, "label_convention", ""),
+        preprocessing=cfg.to_dict(),
     )
     return PreparedCase(case.id, image, np.ascontiguousarray(fg), None if label is None else np.ascontiguousarray(label), meta)
 

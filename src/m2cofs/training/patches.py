@@ -18,7 +18,7 @@ import torch
 from monai.transforms import RandAdjustContrast, RandBiasField
 from torch.utils.data import Dataset
 
-from m2cofs.data.labels import LabelConvention, labels_to_regions
+from m2cofs.data.labels import LabelConvention, get_convention, labels_to_regions
 from m2cofs.data.preprocess import PreparedCase
 
 
@@ -95,6 +95,14 @@ class PatchDataset(Dataset):
         self._fg_index = [np.flatnonzero(c.label.ravel() > 0) if c.label is not None else np.empty(0, np.int64)
                           for c in self.cases]
         self._brain_index = [np.flatnonzero(c.mask.ravel()) for c in self.cases]
+        # each case's labels become regions in its own convention (its dataset folder's), when it has one
+        self._conventions = [get_convention(c.meta.label_convention)
+                             if getattr(c.meta, "label_convention", "") not in ("", "none") else convention
+                             for c in self.cases]
+        for c, conv in zip(self.cases, self._conventions):
+            if list(conv.regions) != list(convention.regions):
+                raise ValueError(f"case {c.id}: its {conv.name} labels have regions {list(conv.regions)}, "
+                                 f"the training set's {convention.name} has {list(convention.regions)}")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -124,7 +132,7 @@ class PatchDataset(Dataset):
         image = crop_or_pad(case.image, start, self.patch_size)
         has_label = case.label is not None
         if has_label:
-            regions = labels_to_regions(crop_or_pad(case.label, start, self.patch_size), self.convention)
+            regions = labels_to_regions(crop_or_pad(case.label, start, self.patch_size), self._conventions[ci])
         else:
             regions = np.zeros((len(self.convention.regions), *self.patch_size), np.uint8)
         if self.augment:

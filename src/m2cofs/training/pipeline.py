@@ -248,6 +248,9 @@ class Trainer:
         cache = Path(o.cache_dir) if o.cache_dir else self.out / "cache"
         self.dataset = MultiModalDataset(o.data, o.format, probe.convention.name, modalities, o.resample_to, pre,
                                          cache_dir=cache, ids=ids)
+        found = {c.id: c for c in probe.cases}
+        for c in self.dataset.cases:  # each case keeps its own dataset folder's label convention
+            c.convention, c.convention_reason = found[c.id].convention, found[c.id].convention_reason
         self.convention = self.dataset.convention
         self.modalities = modalities
         self.preprocess = pre
