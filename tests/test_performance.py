@@ -21,7 +21,8 @@ from m2cofs.models import M2CoFSNet
 
 TINY = ["model.feature_channels=4", "model.embed_dim=6", "model.num_heads=[2,2]", "model.window_size=4",
         "model.fusion_growth=4", "model.fusion_channels=4", "model.seg_feature_size=12", "model.seg_window_size=2",
-        "data.patch_size=[64,32,32]", "inference.sw_batch_size=2"]
+        "data.patch_size=[64,32,32]", "inference.sw_batch_size=2",
+        "model.fusion_head=image", "model.seg_head=swinunetr"]  # the paths these tests were written for; weights head below
 
 
 def _tiny_model(tasks=("fusion", "segmentation"), extra=()) -> LoadedModel:
@@ -91,17 +92,20 @@ def test_postprocess_in_bounding_box_equals_whole_volume(seed):
     np.testing.assert_array_equal(postprocess_regions(empty, conv, spacing, 30.0, True), empty)
 
 
-def test_predict_array_runs_only_the_asked_for_heads():
-    model = _tiny_model()
+@pytest.mark.parametrize("head", ["image", "weights"])
+def test_predict_array_runs_only_the_asked_for_heads(head):
+    model = _tiny_model(extra=[f"model.fusion_head={head}"])
+    fusion_keys = {"fused"} if head == "image" else {"fused", "fusion_weights"}
     calls = {"fusion_head": 0, "seg_head": 0}
     for name in calls:
         getattr(model.net, name).register_forward_hook(lambda m, i, o, n=name: calls.__setitem__(n, calls[n] + 1))
     image = np.random.default_rng(0).random((2, 66, 32, 32)).astype(np.float32)
     out = predict_array(model, image, tasks=["fusion"])
-    assert set(out) == {"fused"} and calls["seg_head"] == 0 and calls["fusion_head"] > 0
+    assert set(out) == fusion_keys and calls["seg_head"] == 0 and calls["fusion_head"] > 0
     both = predict_array(model, image)
-    assert set(both) == {"fused", "seg_prob"} and both["seg_prob"].shape == (3, 66, 32, 32)
-    np.testing.assert_allclose(both["fused"], out["fused"], rtol=1e-5, atol=1e-6)  # same Φ, F, ψ either way
+    assert set(both) == fusion_keys | {"seg_prob"} and both["seg_prob"].shape == (3, 66, 32, 32)
+    for k in fusion_keys:
+        np.testing.assert_allclose(both[k], out[k], rtol=1e-5, atol=1e-6)  # same Φ, F, ψ either way
 
 
 def test_trunk_tiles_cover_the_volume_once_on_the_window_grid():

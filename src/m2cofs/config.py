@@ -184,8 +184,9 @@ def _check_ranges(cfg: Config, source: str) -> None:
     need(d.spacing is None or (len(d.spacing) == 3 and min(d.spacing) > 0), "data.spacing", "must be null or three positive numbers")
     need(d.intensity in ("percentile", "minmax"), "data.intensity", "must be percentile or minmax")
     need(len(d.patch_size) == 3 and min(d.patch_size) >= 8, "data.patch_size", "must be three sizes >= 8")
+    multiple = {"swinunetr": 32, "unetr": 16, "unet": 16, "segresnet": 8}.get(m.seg_head, 1)  # each head's down-sampling
+    need(all(p % multiple == 0 for p in d.patch_size), "data.patch_size", f"must be multiples of {multiple} for the {m.seg_head} head")
     if m.seg_head == "swinunetr":
-        need(all(p % 32 == 0 for p in d.patch_size), "data.patch_size", "must be multiples of 32 for the swinunetr head")
         need(sum(p // 32 > 1 for p in d.patch_size) >= 1, "data.patch_size", "is too small for swinunetr (use at least 64 on one axis)")
     need(all(p % m.patch_embed == 0 for p in d.patch_size), "data.patch_size", f"must be divisible by model.patch_embed {m.patch_embed}")
     need(d.batch_size >= 1, "data.batch_size", "must be >= 1")
