@@ -32,12 +32,13 @@ def heavy(mods: set[str]) -> list[str]:
     return sorted(m for m in mods if m.split(".")[0] in HEAVY)
 
 
-COMMANDS = ("synth", "data", "train", "predict", "evaluate", "demo", "compare")
+COMMANDS = ("synth", "data", "train", "predict", "evaluate", "demo", "compare", "models")
 
 
 @pytest.mark.parametrize("argv", [
     ["--help"], ["--version"], *[[c, "--help"] for c in COMMANDS], ["data", "check", "--help"],
     ["predict"],  # required arguments missing
+    ["models"], ["models", "--details", "brats-t1ce-flair"],
     ["train", "--data", "d", "--out", "r", "--preset", "nope"],  # a bad choice
     ["--bogus"],
 ])

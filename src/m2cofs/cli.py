@@ -22,7 +22,7 @@ import threading
 from m2cofs import __version__
 from m2cofs.errors import M2CofsError
 
-COMMANDS = ("synth", "data", "train", "predict", "evaluate", "demo", "compare")
+COMMANDS = ("synth", "data", "train", "predict", "evaluate", "demo", "compare", "models")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,7 +21,9 @@ def add_parser(sub) -> None:
         "predict", help="fuse and segment cases with a trained model",
         description="One pass of the unified model per case: writes OUT/<id>/<id>_fused.nii.gz and "
                     "OUT/<id>/<id>_seg.nii.gz on the input's grid with its affine, and a PNG preview.")
-    p.add_argument("--model", required=True, help="model file, e.g. RUN/unified.ckpt")
+    p.add_argument("--model", default=None,
+                   help="model file (RUN/unified.ckpt), a run folder, or the name of a bundled model "
+                        "(default: the bundled brats-t1ce-flair; `m2cofs models` lists them)")
     p.add_argument("--input", required=True, metavar="DATA_OR_CASE", help="dataset, case folder or datalist JSON")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--format", default="auto", choices=FORMATS, help="input layout (default auto)")
@@ -65,8 +67,16 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise M2CofsError("exists and is not a folder", out)
     device = "cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
-    model = load_model(args.model, device)
-    if model.path != Path(args.model):  # a run folder: its unified model
+    from m2cofs.bundled import resolve_model
+
+    model_path, bundled = resolve_model(args.model)
+    model = load_model(model_path, device)
+    if bundled is not None:
+        grid = model.meta.get("preprocessing", {}).get("spacing")
+        print(f"m2cofs predict: model: {bundled.name} (bundled{'; the default' if args.model is None else ''}; "
+              f"{', '.join(model.modalities)}; grid {'x'.join(f'{v:g}' for v in grid) + ' mm' if grid else 'the input'}"
+              f"; labels {model.convention.name})", file=sys.stderr)
+    elif model.path != model_path:  # a run folder: its unified model
         print(f"m2cofs predict: note: --model {args.model} is a folder; using {model.path}", file=sys.stderr)
     pre = PreprocessConfig.from_dict(model.meta["preprocessing"])
     ids = [i.strip() for i in args.ids.split(",")] if args.ids else None
@@ -87,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     from m2cofs.reporting.provenance import model_provenance
 
     # model, model_sha256, model_kind, preset, model_version, training_data, training_cases, git_commit
-    record = {**model_provenance(model.path, model.meta), "modalities": model.modalities, "label_convention": conv.name,
+    record = {**model_provenance(model.path, model.meta), "model_name": bundled.name if bundled else None, "modalities": model.modalities, "label_convention": conv.name,
               "tasks": model.tasks, "postprocess": None,
               "trunk": trunk, "cases": {}}
     # Every case is written into a hidden staging folder inside OUT and moved into place only once
@@ -110,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
                     source = None
             else:
                 case, source = ds.prepared(i), None
+            for note in _grid_notes(model, case):
+                tqdm.write(f"m2cofs predict: {note}", file=sys.stderr)
             pred = predict_case(model, case, conv, device, args.postprocess, source=source, detail_transfer=setting,
                                 trunk=trunk)
             del source
@@ -147,6 +159,27 @@ def run(args: argparse.Namespace) -> int:
 
 
 STAGING_PREFIX = ".predict-partial-"
+
+
+def _grid_notes(model, case) -> list[str]:
+    """What predict says of each case before it runs: the model grid, the windows, and a note when
+    the scans' voxels are far from the ~1 mm the bundled and trained models saw."""
+    import math
+
+    import numpy as np
+
+    vox = np.sqrt((np.array(case.meta.original_affine)[:3, :3] ** 2).sum(0))
+    grid = model.meta.get("preprocessing", {}).get("spacing")
+    patch = list(model.config.data.patch_size)
+    step = [max(1, int(p * (1 - model.config.inference.overlap))) for p in patch]
+    windows = math.prod(max(1, math.ceil((s - p) / st) + 1) for s, p, st in zip(case.meta.shape, patch, step))
+    grid_text = "x".join(f"{v:g}" for v in grid) + " mm" if grid else "the scans' own grid"
+    notes = [f"case {case.id}: voxels {'x'.join(f'{v:.2g}' for v in vox)} mm -> model grid {grid_text}, "
+             f"{'x'.join(map(str, case.meta.shape))} voxels, {windows} window(s) of {'x'.join(map(str, patch))}"]
+    if vox.max() > 1.5 or vox.min() < 0.67:
+        notes.append(f"note: case {case.id} has voxels of {'x'.join(f'{v:.2g}' for v in vox)} mm, far from the ~1 mm "
+                     f"of the training data; it is resampled to {grid_text}, but check the result")
+    return notes
 
 
 def _check_modalities(model, cases) -> None:

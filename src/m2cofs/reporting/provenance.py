@@ -14,10 +14,10 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-FIELDS = ("model", "model_sha256", "model_kind", "preset", "model_version", "training_data", "training_cases",
+FIELDS = ("model_name", "model", "model_sha256", "model_kind", "preset", "model_version", "training_data", "training_cases",
           "git_commit")
 LABELS = {
-    "model": "Model file", "model_sha256": "SHA-256 of the model file", "model_kind": "Model kind",
+    "model_name": "Bundled model", "model": "Model file", "model_sha256": "SHA-256 of the model file", "model_kind": "Model kind",
     "preset": "Preset", "model_version": "m2cofs version that wrote the model",
     "training_data": "Training data (folder)", "training_cases": "Training cases", "git_commit": "Git commit",
 }
