@@ -26,7 +26,7 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 	$(WHERE)
 
-## make demo: synthetic phantoms -> the main job, on 2 CPU cores
+## make demo: the bundled model on the real held-out case (a phantom without ../shared/data) -> report
 demo: $(VENV)/.installed
 	$(BIN)/m2cofs demo --out $(OUT) --overwrite
 	$(WHERE)

@@ -740,6 +740,7 @@ def evaluate(
         "seconds": round(elapsed, 2),
     }
     if preds.info:
+        notes.extend(str(n) for n in preds.info.get("report_notes", []) if isinstance(n, str))
         summary["predict"] = {k: v for k, v in preds.info.items() if isinstance(v, (str, int, float, bool, list))}
     from m2cofs.reporting.provenance import provenance_from_predict
 
