@@ -169,6 +169,10 @@ def run(args: argparse.Namespace) -> int:
     timings["predict"] = time.time() - t
     if code:
         return code
+    smoke = ("demo --train: a model trained for a few CPU minutes on synthetic phantoms, to show every stage "
+             "working; it is not a good model (expect low Dice). The bundled model is the one to use: m2cofs demo.")
+    print(f"note: {smoke}")
+    _note_in_predict_json(pred, smoke)
 
     t = _step("5/5 evaluate")
     code = cli(["evaluate", "--pred", str(pred), "--data", str(data), "--out", str(report), "--quiet"])
