@@ -57,6 +57,16 @@ def _step(title: str) -> float:
     return time.time()
 
 
+def _clear_earlier_demo(out: Path, overwrite: bool) -> None:
+    """Refuse an earlier demo in ``out`` (or, with ``overwrite``, remove it)."""
+    existing = [p for p in PARTS if (out / p).exists()]
+    if existing:
+        if not overwrite:
+            raise M2CofsError(f"already holds a demo ({', '.join(existing)}); pass --overwrite to replace it", out)
+        for p in existing:
+            shutil.rmtree(out / p)
+
+
 def _find_case(root: Path, case_id: str) -> Path | None:
     """The folder of ``case_id`` in ``root`` or one level below (a folder of datasets)."""
     if not root.is_dir():
@@ -85,12 +95,7 @@ def run_bundled(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     parts = ("data", "pred", "report")
-    existing = [p for p in PARTS if (out / p).exists()]
-    if existing:
-        if not args.overwrite:
-            raise M2CofsError(f"already holds a demo ({', '.join(existing)}); pass --overwrite to replace it", out)
-        for p in existing:
-            shutil.rmtree(out / p)
+    _clear_earlier_demo(out, args.overwrite)
     data, pred, report = (out / p for p in parts)
     model = get_model(DEFAULT_MODEL)
     held = model.card["training"]["held_out"][0]
@@ -131,12 +136,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.cases - args.holdout < 1 or args.holdout < 1:
         raise M2CofsError("--cases must exceed --holdout, and --holdout must be at least 1")
-    existing = [p for p in PARTS if (out / p).exists()]
-    if existing:
-        if not args.overwrite:
-            raise M2CofsError(f"already holds a demo ({', '.join(existing)}); pass --overwrite to replace it", out)
-        for p in existing:
-            shutil.rmtree(out / p)
+    _clear_earlier_demo(out, args.overwrite)
     data, run_dir, pred, report = (out / p for p in PARTS)
     t_all = time.time()
     timings = {}
