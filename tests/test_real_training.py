@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 
 HELD_OUT = "brats2013_pat0006"
 # The lite preset with a schedule that fits the test suite's time budget on two CPU cores.
-CI_SCHEDULE = ["train.epochs.stage0=2", "train.epochs.stage1=30", "train.epochs.stage2=2", "train.epochs.stage3=6"]
+CI_SCHEDULE = ["train.epochs.stage0=2", "train.epochs.stage1=20", "train.epochs.stage2=2", "train.epochs.stage3=4"]
 
 
 def test_lite_run_on_real_cases_segments_the_held_back_case(real_data, tmp_path):
