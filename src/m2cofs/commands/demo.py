@@ -105,7 +105,7 @@ def run_bundled(args: argparse.Namespace) -> int:
         note = (f"{held} is a real case that the bundled model {model.name} never saw in training "
                 f"(held out from its 18 training cases; {case}).")
     else:
-        t = _step(f"0/2 {held} not found under {args.data}: a synthetic phantom takes its place")
+        _step(f"0/2 {held} not found under {args.data}: a synthetic phantom takes its place")
         code = cli(["synth", str(data), "--cases", "1", "--size", "96", "--seed", str(args.seed)])
         if code:
             return code
