@@ -63,9 +63,9 @@ def test_predict_without_model_uses_the_bundled_one_and_refuses_missing_modaliti
     assert main(["synth", str(data), "--cases", "1", "--size", "64", "--seed", "3"]) == 0
     out = tmp_path / "pred"
     assert main(["predict", "--input", str(data), "--out", str(out), "--no-preview"]) == 0
-    err = capsys.readouterr().err
-    assert f"model: {DEFAULT_MODEL} (bundled; the default" in err
-    assert "-> model grid 2x2x2 mm" in err and "window(s) of" in err and "far from" not in err
+    said = capsys.readouterr()
+    assert f"model: {DEFAULT_MODEL} (bundled; the default" in said.err and "far from" not in said.err
+    assert "-> model grid 2x2x2 mm" in said.out and "window(s) of" in said.out
     rec = json.loads((out / "predict.json").read_text())
     assert rec["model_name"] == DEFAULT_MODEL and rec["cases"]
     cid = next(iter(rec["cases"]))

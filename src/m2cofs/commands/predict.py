@@ -120,7 +120,9 @@ def run(args: argparse.Namespace) -> int:
                     source = None
             else:
                 case, source = ds.prepared(i), None
-            for note in _grid_notes(model, case):
+            info, notes = _grid_notes(model, case)
+            tqdm.write(f"m2cofs predict: {info}", file=sys.stdout)  # stderr keeps errors, notes and the bar
+            for note in notes:
                 tqdm.write(f"m2cofs predict: {note}", file=sys.stderr)
             pred = predict_case(model, case, conv, device, args.postprocess, source=source, detail_transfer=setting,
                                 trunk=trunk)
@@ -161,9 +163,9 @@ def run(args: argparse.Namespace) -> int:
 STAGING_PREFIX = ".predict-partial-"
 
 
-def _grid_notes(model, case) -> list[str]:
-    """What predict says of each case before it runs: the model grid, the windows, and a note when
-    the scans' voxels are far from the ~1 mm the bundled and trained models saw."""
+def _grid_notes(model, case) -> tuple[str, list[str]]:
+    """What predict says of each case before it runs: a line with the model grid and the windows,
+    and notes (a voxel size far from the ~1 mm the bundled and trained models saw)."""
     import math
 
     import numpy as np
@@ -174,12 +176,13 @@ def _grid_notes(model, case) -> list[str]:
     step = [max(1, int(p * (1 - model.config.inference.overlap))) for p in patch]
     windows = math.prod(max(1, math.ceil((s - p) / st) + 1) for s, p, st in zip(case.meta.shape, patch, step))
     grid_text = "x".join(f"{v:g}" for v in grid) + " mm" if grid else "the scans' own grid"
-    notes = [f"case {case.id}: voxels {'x'.join(f'{v:.2g}' for v in vox)} mm -> model grid {grid_text}, "
-             f"{'x'.join(map(str, case.meta.shape))} voxels, {windows} window(s) of {'x'.join(map(str, patch))}"]
+    info = (f"case {case.id}: voxels {'x'.join(f'{v:.2g}' for v in vox)} mm -> model grid {grid_text}, "
+            f"{'x'.join(map(str, case.meta.shape))} voxels, {windows} window(s) of {'x'.join(map(str, patch))}")
+    notes = []
     if vox.max() > 1.5 or vox.min() < 0.67:
         notes.append(f"note: case {case.id} has voxels of {'x'.join(f'{v:.2g}' for v in vox)} mm, far from the ~1 mm "
                      f"of the training data; it is resampled to {grid_text}, but check the result")
-    return notes
+    return info, notes
 
 
 def _check_modalities(model, cases) -> None:
