@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from m2cofs.cli import main as m2cofs_main
     from m2cofs.data import MultiModalDataset, PreprocessConfig
     from m2cofs.inference import load_model, predict_case
-    from m2cofs.training.engine import autocast_dtype
+    from m2cofs.devices import autocast_dtype
 
     dev = torch.device(args.device)
     card = torch.cuda.get_device_name(0) if dev.type == "cuda" else machine_info(torch.get_num_threads())["cpu"]

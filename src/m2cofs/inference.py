@@ -34,6 +34,7 @@ import torch
 
 from m2cofs.checkpoint import load_model_file, resolve_model_file
 from m2cofs.config import Config
+from m2cofs.devices import autocast_dtype
 from m2cofs.data.labels import LabelConvention, get_convention, labels_to_regions, regions_to_labels
 from m2cofs.data.loading import Case, foreground_mask
 from m2cofs.data.preprocess import CaseMeta, PreparedCase, PreprocessConfig, _resize, apply_intensity_range, restore
@@ -111,15 +112,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
             raise M2CofsError(f"has no {prefix.rstrip('.')} weights", path)
     prepare_for_inference(net, device)
     return LoadedModel(net, meta, cfg, path)
-
-
-def autocast_dtype(device: str | torch.device) -> torch.dtype | None:
-    """Inference precision: bf16 on CUDA cards that support it, fp16 on older ones, fp32 (None)
-    on CPUs."""
-    device = torch.device(device)
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def prepare_for_inference(net: torch.nn.Module, device: str | torch.device = "cpu") -> torch.nn.Module:

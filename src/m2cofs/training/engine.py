@@ -42,6 +42,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from m2cofs.devices import autocast_dtype
 from m2cofs.errors import M2CofsError
 from m2cofs.io import atomic_write_bytes, atomic_write_text, atomic_write_with
 from m2cofs.training.distributed import DistInfo, all_reduce_mean, barrier
@@ -185,15 +186,6 @@ class _Prefetch:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-
-
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """Mixed precision for training on ``device``: bf16 on CUDA cards that support it, fp16
-    (with a gradient scaler) on older ones, none on CPUs — bf16 autocast is many times slower
-    there on CPUs without native bf16 kernels."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def _finite_grads(params: list[nn.Parameter]) -> bool:
