@@ -521,7 +521,7 @@ def _fmt(mean: float | None, std: float | None, digits: int = 3) -> str:
 
 def aggregate(per_method: dict[str, dict[str, dict[str, float]]], mode: str) -> dict:
     """Mean ± std over all held-out cases, and the paired tests against M²-CoFS."""
-    from m2cofs.metrics.fusion import HIGHER_IS_BETTER, PAPER_METRICS
+    from m2cofs.metrics.registry import PAPER_METRICS, higher_is_better
 
     fusion_cols = [f"{mode}/{m}" for m in PAPER_METRICS]
     seg_cols = sorted({c for rows in per_method.values() for r in rows.values() for c in r
@@ -540,8 +540,7 @@ def aggregate(per_method: dict[str, dict[str, dict[str, float]]], mode: str) -> 
                 e["vs_m2cofs"] = paired_test([ref[i][col] for i in ids], [rows[i][col] for i in ids])
             entry[col] = e
         stats["methods"][method] = entry
-    stats["higher_is_better"] = {c: (HIGHER_IS_BETTER.get(c.split("/")[-1], True) if "/" in c and not c.startswith(("Dice", "HD95"))
-                                     else c.startswith("Dice")) for c in fusion_cols + seg_cols}
+    stats["higher_is_better"] = {c: higher_is_better(c) is not False for c in fusion_cols + seg_cols}
     return stats
 
 

@@ -63,10 +63,10 @@ from m2cofs.data.layouts import CaseSpec, strip_nifti_suffix
 from m2cofs.errors import M2CofsError
 from m2cofs.io import is_inside
 from m2cofs.metrics.segmentation import SEG_METRICS, region_metrics, spacing_from_affine
-from m2cofs.metrics.segmentation import HIGHER_IS_BETTER as SEG_HIGHER_IS_BETTER
+from m2cofs.metrics import registry
+from m2cofs.metrics.registry import MODES, higher_is_better
 
 OUTPUT_FILES = ("metrics.csv", "summary.json", "report.html")
-MODES = ("volume", "slice")
 MASKS = ("brain", "none")
 MASK_TEXT = {
     "brain": "brain: the case's brain mask when present, else foreground_mask of the sources; fusion metrics "
@@ -155,10 +155,6 @@ def find_predictions(root: str | os.PathLike, ignore: Sequence[str | os.PathLike
 
 
 # ----------------------------------------------------------------------------------- metrics
-def _norm(name: str) -> str:
-    return name.strip().upper().replace("-", "").replace("_", "")
-
-
 def resolve_metric_names(names: str | Sequence[str] | None) -> tuple[list[str], list[str]]:
     """Split a metric selection into (fusion metrics, segmentation metrics).
 
@@ -166,54 +162,24 @@ def resolve_metric_names(names: str | Sequence[str] | None) -> tuple[list[str], 
     ``hd95``); ``paper`` = the paper's six fusion metrics, ``fusion`` = all fusion metrics,
     ``seg`` = Dice and HD95. A group with nothing selected is not computed.
     """
-    from m2cofs.metrics.fusion import FUSION_METRICS, PAPER_METRICS
-
-    if names is None:
-        return list(FUSION_METRICS), list(SEG_METRICS)
-    items = names.split(",") if isinstance(names, str) else list(names)
-    items = [i.strip() for i in items if i and i.strip()]
-    if not items:
+    try:
+        picked = registry.resolve_selection(names)
+    except KeyError as e:
+        raise M2CofsError(f"--metrics: unknown metric {e.args[0]!r}; choose from {', '.join(registry.FUSION_METRICS)}, "
+                          f"{', '.join(SEG_METRICS)} (or paper, fusion, seg, all)") from None
+    if picked is None:
         raise M2CofsError("--metrics: no metric named")
-    fusion_by_key = {_norm(m): m for m in FUSION_METRICS}
-    fusion_by_key.update({"QABF": "Q_G", "NCIE": "Q_NCIE"})
-    seg_by_key = {_norm(m): m for m in SEG_METRICS}
-    groups = {"PAPER": (list(PAPER_METRICS), []), "FUSION": (list(FUSION_METRICS), []),
-              "SEG": ([], list(SEG_METRICS)), "SEGMENTATION": ([], list(SEG_METRICS)),
-              "ALL": (list(FUSION_METRICS), list(SEG_METRICS))}
-    fus: list[str] = []
-    seg: list[str] = []
-    for item in items:
-        key = _norm(item)
-        if key in groups:
-            add_f, add_s = groups[key]
-        elif key in fusion_by_key:
-            add_f, add_s = [fusion_by_key[key]], []
-        elif key in seg_by_key:
-            add_f, add_s = [], [seg_by_key[key]]
-        else:
-            raise M2CofsError(f"--metrics: unknown metric {item!r}; choose from {', '.join(FUSION_METRICS)}, "
-                              f"{', '.join(SEG_METRICS)} (or paper, fusion, seg, all)")
-        fus += [m for m in add_f if m not in fus]
-        seg += [m for m in add_s if m not in seg]
-    fus = [m for m in FUSION_METRICS if m in fus]
-    seg = [m for m in SEG_METRICS if m in seg]
-    return fus, seg
+    return picked
 
 
 def resolve_modes(mode: str | Sequence[str]) -> list[str]:
     """``"both"`` → ``["volume", "slice"]``; ``"slice"`` / ``"volume"`` → that one."""
-    if isinstance(mode, str):
-        if mode == "both":
-            return list(MODES)
-        mode = [mode]
-    out = [m for m in MODES if m in mode]
-    bad = [m for m in mode if m not in MODES]
-    if bad or not out:
-        raise M2CofsError(f"--mode: unknown mode {', '.join(bad) or mode!r}; choose slice, volume or both")
-    return out
+    try:
+        return registry.resolve_modes(mode)
+    except KeyError as e:
+        raise M2CofsError(f"--mode: unknown mode {e.args[0]}; choose slice, volume or both") from None
 
 
-# ------------------------------------------------------------------------------------ cases
 @dataclass
 class CaseJob:
     """Everything needed to evaluate one case (picklable, for worker processes)."""
@@ -451,16 +417,6 @@ def worst_first(results: Sequence[CaseResult]) -> list[CaseResult]:
     """Cases by mean Dice, lowest first; cases without a Dice after them, in their order."""
     scored = sorted((r for r in results if mean_dice(r) is not None), key=lambda r: (mean_dice(r), r.id))
     return scored + [r for r in results if mean_dice(r) is None]
-
-
-def higher_is_better(column: str) -> bool | None:
-    """Whether a larger value of a column (``volume/Q_MI``, ``Dice/ET``, ...) is better."""
-    from m2cofs.metrics.fusion import HIGHER_IS_BETTER
-
-    group, _, name = column.partition("/")
-    if group in SEG_HIGHER_IS_BETTER:
-        return SEG_HIGHER_IS_BETTER[group]
-    return HIGHER_IS_BETTER.get(name)
 
 
 def summarize(results: Sequence[CaseResult], columns: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -39,6 +39,7 @@ import numpy as np
 
 from . import _fusion_hist as _h
 from . import _fusion_spatial as _s
+from .registry import FUSION_METRICS, METRICS, MODES, PAPER_METRICS, find_metric
 
 __all__ = [
     "FUSION_METRICS",
@@ -55,13 +56,8 @@ __all__ = [
     "Q_G_IDENTITY",
 ]
 
-FUSION_METRICS: tuple[str, ...] = (
-    "Q_MI", "Q_TE", "Q_NCIE", "Q_G", "MI", "VIF",
-    "EN", "SD", "SF", "AG", "SSIM", "PSNR", "Q_CB", "Q_CV",
-)
-PAPER_METRICS: tuple[str, ...] = ("Q_MI", "Q_TE", "Q_NCIE", "Q_G", "MI", "VIF")
-HIGHER_IS_BETTER: dict[str, bool] = {name: name != "Q_CV" for name in FUSION_METRICS}
-MODES: tuple[str, ...] = ("slice", "volume")
+# names, the paper's six, directions and modes live in the one metric registry
+HIGHER_IS_BETTER: dict[str, bool] = {name: METRICS[name].higher_is_better for name in FUSION_METRICS}
 
 #: a slice takes part in ``slice`` mode only if it has at least this many mask voxels
 MIN_SLICE_VOXELS = 64
@@ -105,7 +101,6 @@ _DEF_3D = {
 METRIC_DEFINITIONS: dict[str, dict[str, str]] = {"slice": _DEF_2D, "volume": _DEF_3D}
 
 _HIST = {"Q_MI", "Q_TE", "Q_NCIE", "MI", "EN"}
-_ALIASES = {"QABF": "Q_G", "QAB/F": "Q_G", "NCIE": "Q_NCIE", "ENTROPY": "EN"}
 
 
 class FusionMetricsResult(dict):
@@ -144,14 +139,10 @@ def _resolve_metrics(metrics: Iterable[str] | None) -> tuple[str, ...]:
         metrics = [metrics]
     out = []
     for name in metrics:
-        key = str(name).strip().upper().replace("-", "_")
-        if key not in FUSION_METRICS:
-            key = _ALIASES.get(key.replace("_", ""), key)
-        if key not in FUSION_METRICS:
-            compact = {m.replace("_", ""): m for m in FUSION_METRICS}
-            key = compact.get(key.replace("_", ""), key)
-        if key not in FUSION_METRICS:
+        spec = find_metric(name)
+        if spec is None or spec.group != "fusion":
             raise ValueError(f"unknown fusion metric {name!r}; known metrics: {', '.join(FUSION_METRICS)}")
+        key = spec.name
         if key not in out:
             out.append(key)
     if not out:

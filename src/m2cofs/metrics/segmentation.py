@@ -37,9 +37,9 @@ from typing import Sequence
 import numpy as np
 
 from m2cofs.data.labels import LabelConvention, labels_to_regions
+from m2cofs.metrics.registry import METRICS, SEG_METRICS
 
-SEG_METRICS: tuple[str, ...] = ("Dice", "HD95")
-HIGHER_IS_BETTER: dict[str, bool] = {"Dice": True, "HD95": False}
+HIGHER_IS_BETTER: dict[str, bool] = {name: METRICS[name].higher_is_better for name in SEG_METRICS}
 
 
 def spacing_from_affine(affine: np.ndarray) -> tuple[float, float, float]:

@@ -109,7 +109,7 @@ def render_evaluation_report(summary: Mapping[str, Any], results: Sequence[Any],
 
 
 def _figures(results, columns) -> list[tuple[str, bytes]]:
-    from m2cofs.evaluation import higher_is_better
+    from m2cofs.metrics.registry import higher_is_better
 
     groups = sec.group_columns(columns)
     paper = set(sec.paper_metrics())

@@ -20,7 +20,7 @@ SLICE_VS_VOLUME = (
 
 
 def paper_metrics() -> tuple[str, ...]:
-    from m2cofs.metrics.fusion import PAPER_METRICS
+    from m2cofs.metrics.registry import PAPER_METRICS
 
     return PAPER_METRICS
 
