@@ -25,7 +25,7 @@ def _fmt_row(cells: list[str], widths: list[int]) -> str:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from m2cofs.data.dataset import check_dataset
+    from m2cofs.data.check import check_dataset
 
     spec, convention, reason, rows = check_dataset(
         args.data, args.format, args.labels, modalities_arg(args.modalities), resample_arg(args.resample_to)
