@@ -55,8 +55,8 @@ def child_train(args) -> int:
     pl.run_loop = run_loop
     if args.budget_seconds:
         per_loop = args.budget_seconds / 6  # stage 0, I (two), II (two), III
-        orig_settings = pl.Trainer._settings
-        pl.Trainer._settings = lambda self, stage: dataclasses.replace(orig_settings(self, stage), max_seconds=per_loop)
+        orig_settings = pl.Trainer.loop_settings
+        pl.Trainer.loop_settings = lambda self, stage: dataclasses.replace(orig_settings(self, stage), max_seconds=per_loop)
     opts = pl.TrainOptions(data=str(REAL_DATA), out=args.out, preset=args.preset, overrides=list(args.set or []),
                            include=TRAIN_IDS, overwrite=True, progress=False, modalities=MODALITIES,
                            cache_dir=str(CACHE / f"prep-{args.preset}"))

@@ -275,3 +275,25 @@ def test_time_budget_ends_each_loop_and_poly_lr_decays(synth, tmp_path):
     with pytest.raises(SystemExit):
         main(["train", "--data", str(synth), "--out", str(tmp_path / "x"), "--time-budget", "abc"])
     assert main(["train", "--data", str(synth), "--out", str(tmp_path / "x"), "--time-budget", "-1"]) == 2
+
+
+def test_trainer_hands_on_the_stage_results_of_a_finished_run(tiny_run, synth):
+    """Trainer's public interface: a resumed, finished run loads every stage's results into
+    ``results`` (nothing trained), and its loop settings and patches are the run's."""
+    from m2cofs.checkpoint import load_tensors
+    from m2cofs.training import seeds
+    from m2cofs.training.pipeline import Trainer
+    from m2cofs.training.results import StageResults, part, prefixed
+
+    t = Trainer(_opts(synth, tiny_run, resume=True))
+    assert t.results == StageResults(theta0=t.results.theta0)  # only θ0 before the stages run
+    t.run()
+    assert t.timings == {}  # every stage was done: nothing trained again
+    r = t.results
+    assert all(getattr(r, f) is not None for f in StageResults.__dataclass_fields__)
+    stage = load_tensors(tiny_run / "stages" / "stage3_unification.safetensors")
+    theta_u = part(stage, "fusion")
+    assert theta_u.keys() == r.theta_u.keys() and all(torch.equal(v, r.theta_u[k]) for k, v in theta_u.items())
+    assert part(prefixed(fusion=r.theta_f, seg_head=r.phi_1), "seg_head").keys() == r.phi_1.keys()
+    assert t.loop_settings(2).lr == 0.001 and t.loop_settings(1).lr == 0.003
+    assert t.patch_dataset("stage1_fusion").stage_key == seeds.STAGE_KEYS["stage1_fusion"] == 1

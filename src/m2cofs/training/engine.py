@@ -27,16 +27,11 @@ else fp16 with a gradient scaler) with cuDNN autotuning, batches copied from pin
 
 from __future__ import annotations
 
-import csv
 import gc
-import io
-import math
-import queue
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import torch
 from torch import nn
@@ -44,43 +39,14 @@ from torch.utils.data import DataLoader
 
 from m2cofs.devices import autocast_dtype
 from m2cofs.errors import M2CofsError
-from m2cofs.io import atomic_write_bytes, atomic_write_text, atomic_write_with
 from m2cofs.training.distributed import DistInfo, all_reduce_mean, barrier
+from m2cofs.training.logs import plot_losses, read_log, write_log  # noqa: F401  (read_log: re-exported)
 from m2cofs.training.patches import PatchDataset, epoch_batches
+from m2cofs.training.prefetch import Prefetch as _Prefetch
+from m2cofs.training.state import load_training_state, save_training_state
+from m2cofs.training.task import StageTask
 
-
-class StageTask(nn.Module):
-    """A stage's model + loss. Subclasses set ``trained`` (names of sub-modules to optimise)."""
-
-    trained: tuple[str, ...] = ()
-
-    def trained_modules(self) -> dict[str, nn.Module]:
-        return {n: getattr(self, n) for n in self.trained}
-
-    def trained_parameters(self) -> list[nn.Parameter]:
-        return [p for m in self.trained_modules().values() for p in m.parameters() if p.requires_grad]
-
-    def trained_state(self) -> dict[str, torch.Tensor]:
-        return {f"{n}.{k}": v.detach().clone() for n, m in self.trained_modules().items() for k, v in m.state_dict().items()}
-
-    def load_trained_state(self, state: dict[str, torch.Tensor]) -> None:
-        for n, m in self.trained_modules().items():
-            prefix = f"{n}."
-            m.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
-
-    # hooks (optional)
-    def before_optimizer_step(self) -> None:
-        """Called after backward, before ``optimizer.step()`` (SI reads the gradients here)."""
-
-    def after_optimizer_step(self) -> None:
-        """Called after ``optimizer.step()``."""
-
-    def extra_state(self) -> dict[str, torch.Tensor]:
-        """Additional tensors to checkpoint (e.g. SI accumulators)."""
-        return {}
-
-    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore :meth:`extra_state`."""
+_save_state = save_training_state  # the old private name (tests use it)
 
 
 @dataclass
@@ -139,55 +105,6 @@ class StageResult:
         return self.voxels / total if total > 0 else 0.0
 
 
-class _Prefetch:
-    """Iterate ``iterable`` in a background thread, ``depth`` items ahead, so that cutting the
-    next batch overlaps the current step (numpy and torch release the GIL for the heavy parts).
-    The order is unchanged. :meth:`close` stops the thread early."""
-
-    _END = object()
-
-    def __init__(self, iterable, depth: int = 2):
-        self._q: queue.Queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._work, args=(iterable,), daemon=True, name="m2cofs-prefetch")
-        self._thread.start()
-
-    def _put(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _work(self, iterable) -> None:
-        try:
-            for item in iterable:
-                if not self._put((item, None)):
-                    return
-        except BaseException as exc:  # handed to the consumer, raised there
-            self._put((self._END, exc))
-            return
-        self._put((self._END, None))
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        item, exc = self._q.get()
-        if item is self._END:
-            self._thread.join()
-            if exc is not None:
-                raise exc
-            raise StopIteration
-        return item
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
 def _finite_grads(params: list[nn.Parameter]) -> bool:
     grads = [p.grad for p in params if p.grad is not None]
     return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
@@ -202,242 +119,216 @@ def make_optimizer(params: Iterable[nn.Parameter], s: LoopSettings) -> torch.opt
     return torch.optim.SGD(params, lr=s.lr, momentum=0.9, weight_decay=s.weight_decay)
 
 
-def _save_state(path: Path, state: dict) -> None:
-    # Serialised in memory first: torch.save reports a full disk as an opaque RuntimeError, a
-    # Python write as OSError(ENOSPC), which atomic_write_bytes turns into a clear error.
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
+class _Loop:
+    """One call of :func:`run_loop`: its state, and the steps it takes in order — :meth:`resume`,
+    :meth:`start`, then per epoch :meth:`epoch` (per batch :meth:`train_step`, :meth:`log`,
+    :meth:`after_step`, which writes :meth:`checkpoint` s), and :meth:`finish`."""
 
+    def __init__(self, name: str, task: StageTask, dataset: PatchDataset, s: LoopSettings, run_dir: Path,
+                 dist_info: DistInfo, stage_key: int):
+        self.name, self.task, self.dataset, self.s, self.dist, self.stage_key = name, task, dataset, s, dist_info, stage_key
+        self.run_dir = run_dir
+        self.ckpt_path = run_dir / "checkpoints" / f"{name}.pt"
+        self.log_path = run_dir / "logs" / f"{name}.csv"
+        self.device = dist_info.device
+        task.to(self.device)
+        self.channels_last = self.device.type in ("cpu", "cuda") if s.channels_last is None else s.channels_last
+        if self.channels_last:  # before the optimiser and DDP see the parameters; undone when the loop ends
+            task.to(memory_format=torch.channels_last_3d)
+        self.params = task.trained_parameters()
+        self.optimizer = make_optimizer(self.params, s)
+        self.start_epoch, self.start_batch, self.step = 0, 0, 0
+        self.spent_before = 0.0  # seconds trained before this call (from the checkpoint)
+        self.history: list[dict] = []
+        self.steps_this_run = 0
+        self.data_seconds = self.step_seconds = 0.0
+        self.voxels = 0
 
-def load_training_state(path: Path) -> dict:
-    """Read an in-stage checkpoint (``weights_only=True``: tensors and plain values only)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle payloads, truncation, ...
-        raise M2CofsError(f"cannot load the training checkpoint safely ({str(exc).splitlines()[0][:120]})", path) from None
+    def resume(self, allowed: bool) -> None:
+        """Continue from the stage's in-stage checkpoint, if it has one (refused unless ``allowed``)."""
+        if not self.ckpt_path.exists():
+            return
+        if not allowed:
+            raise M2CofsError(f"stage {self.name} was interrupted earlier; pass --resume to continue it or --overwrite to "
+                              "start over", self.ckpt_path)
+        state = load_training_state(self.ckpt_path)
+        try:
+            self.task.load_trained_state(state["trained"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.task.load_extra_state(state.get("extra", {}))
+            self.start_epoch, self.start_batch, self.step = int(state["epoch"]), int(state["batch"]), int(state["step"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise M2CofsError(f"does not fit this run's network or settings (another preset or modality count?): "
+                              f"{str(exc).splitlines()[0][:120]}; pass --overwrite to start over", self.ckpt_path) from None
+        self.spent_before = float(state.get("seconds", 0.0))
+        self.history = [r for r in read_log(self.log_path) if r.get("step", 0) <= self.step]
 
+    def start(self) -> None:
+        """The DDP wrapper, the progress bar, the clock, mixed precision."""
+        s, d, device = self.s, self.dist, self.device
+        self.model: nn.Module = self.task
+        if d.enabled:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.task, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False)
+        self.model.train()
+        steps_per_epoch = len(epoch_batches(len(self.dataset), s.batch_size, s.seed, self.stage_key, 0, d.rank, d.world_size))
+        self.total = steps_per_epoch * s.epochs
+        self.bar = None
+        if s.progress and d.is_main:
+            from tqdm.auto import tqdm
 
-def _write_log(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        return
-    buf = io.StringIO()
-    keys = list(rows[0].keys())
-    for r in rows:
-        for k in r:
-            if k not in keys:
-                keys.append(k)
-    w = csv.DictWriter(buf, fieldnames=keys)
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
+            # Under a time budget the epochs are only a cap: the bar counts steps and shows the time.
+            self.bar = tqdm(total=None if s.max_seconds else self.total, initial=self.step, desc=self.name, unit="step",
+                            dynamic_ncols=True, leave=True)
+        self.t0 = time.time()
+        h = self.history
+        self.last_loss = float(h[-1]["loss"]) if h and isinstance(h[-1].get("loss"), float) else float("nan")
+        self.amp_dtype = autocast_dtype(device) if s.amp else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # every batch has the same shape
 
+    def elapsed(self) -> float:
+        """Seconds trained in all (before this call and in it)."""
+        return self.spent_before + time.time() - self.t0
 
-def read_log(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
+    def checkpoint(self, epoch: int, batch: int) -> None:
+        """The log and the in-stage state, to continue at ``batch`` of ``epoch`` (rank 0 writes)."""
+        if self.dist.is_main:
+            # The log first: a kill between the two leaves a log that covers the checkpoint (rows
+            # past its step are dropped on resume), never one that misses steps.
+            write_log(self.log_path, self.history)
+            save_training_state(self.ckpt_path, {"trained": self.task.trained_state(), "optimizer": self.optimizer.state_dict(),
+                                         "extra": self.task.extra_state(), "epoch": epoch, "batch": batch,
+                                         "step": self.step, "seconds": self.elapsed()})
+        barrier(self.dist)
 
-    def value(k: str, v):
-        if k == "stage" or v in ("", None):
-            return v
-        return int(float(v)) if k in ("epoch", "step") else float(v)  # ints stay ints when a resumed run rewrites the log
+    def budget_spent(self) -> bool:
+        """The time budget is used up (decided alike on every rank)."""
+        if self.s.max_seconds is None:
+            return False
+        return all_reduce_mean(float(self.elapsed() >= self.s.max_seconds), self.dist) > 0
 
-    with open(path, newline="") as fh:
-        return [{k: value(k, v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    def epochs(self) -> None:
+        for epoch in range(self.start_epoch, self.s.epochs):
+            self.epoch(epoch)
+            self.checkpoint(epoch + 1, 0)
+            if self.budget_spent():
+                break
 
+    def epoch(self, epoch: int) -> None:
+        """The epoch's batches (from ``start_batch`` in the epoch resumed); ends early when the budget is spent."""
+        s, d = self.s, self.dist
+        self.dataset.set_epoch(epoch)
+        batches = epoch_batches(len(self.dataset), s.batch_size, s.seed, self.stage_key, epoch, d.rank, d.world_size)
+        done = self.start_batch if epoch == self.start_epoch else 0
+        loader = DataLoader(self.dataset, batch_sampler=batches[done:], num_workers=s.workers,
+                            persistent_workers=False, pin_memory=self.device.type == "cuda")
+        feed = _Prefetch(loader) if s.workers == 0 else iter(loader)
+        try:
+            while True:
+                t_wait = time.perf_counter()
+                batch = next(feed, None)
+                if batch is None:
+                    return
+                done += 1
+                lr, parts = self.train_step(batch, t_wait)
+                self.log(epoch, lr, parts)
+                if self.after_step(epoch, done):
+                    return
+        finally:
+            if isinstance(feed, _Prefetch):
+                feed.close()
 
-def plot_losses(csv_path: Path, png_path: Path, title: str) -> None:
-    """Loss curves of one stage's CSV log (one line per loss term), as a PNG."""
-    import matplotlib
+    def train_step(self, batch: dict, t_wait: float) -> tuple[float, dict]:
+        """One optimiser step on ``batch`` (waited for since ``t_wait``); returns its lr and loss terms."""
+        device, optimizer, scaler = self.device, self.optimizer, self.scaler
+        image = batch["image"].to(device, non_blocking=True)
+        target = batch["target"].to(device, non_blocking=True)
+        has_label = batch["has_label"].to(device, non_blocking=True)
+        if self.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last_3d)
+            target = target.contiguous(memory_format=torch.channels_last_3d)
+        t_step = time.perf_counter()
+        self.data_seconds += t_step - t_wait
+        lr = scheduled_lr(self.s, self.step, self.total, self.elapsed())
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        amp_dtype = self.amp_dtype
+        with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            loss, parts = self.model(image, target, has_label)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # SI and the optimiser see true gradients
+        # fp16 overflow: the scaler skips this step; so do the stage's hooks (SI)
+        skip = scaler.is_enabled() and not _finite_grads(self.params)
+        if not skip:
+            self.task.before_optimizer_step()
+        scaler.step(optimizer)
+        scaler.update()
+        if not skip:
+            self.task.after_optimizer_step()
+        self.step += 1
+        self.steps_this_run += 1
+        self.voxels += image.shape[0] * image[0, 0].numel()
+        self.last_loss = all_reduce_mean(float(loss.detach()), self.dist)  # waits for the device
+        self.step_seconds += time.perf_counter() - t_step
+        return lr, parts
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def log(self, epoch: int, lr: float, parts: dict) -> None:
+        """The step's row (kept for the CSV log) and the progress bar."""
+        row = {"stage": self.name, "epoch": epoch, "step": self.step, "loss": self.last_loss, "lr": lr,
+               **{k: float(v) for k, v in parts.items()}, "seconds": round(time.time() - self.t0, 3)}
+        self.history.append(row)
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix({k: f"{v:.4f}" for k, v in [("loss", self.last_loss), *parts.items()]}, refresh=False)
 
-    rows = read_log(csv_path)
-    if not rows:
-        return
-    keys = [k for k in rows[0] if k not in ("stage", "epoch", "step", "seconds", "lr")]
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    steps = [r["step"] for r in rows]
-    for k in keys:
-        vals = [r.get(k) for r in rows]
-        if all(isinstance(v, float) and math.isfinite(v) for v in vals):
-            ax.plot(steps, vals, label=k, lw=1)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    def after_step(self, epoch: int, batch: int) -> bool:
+        """A checkpoint when due; True when the budget ends the epoch. The test hook
+        (``stop_after_steps``) checkpoints and interrupts here."""
+        s = self.s
+        if self.step % s.checkpoint_every == 0:
+            self.checkpoint(epoch, batch)
+        if self.budget_spent():
+            return True
+        if s.stop_after_steps is not None and self.steps_this_run >= s.stop_after_steps:
+            self.checkpoint(epoch, batch)
+            if self.bar is not None:
+                self.bar.close()
+            raise KeyboardInterrupt(f"stopped after {self.steps_this_run} steps (test hook)")
+        return False
 
-    def write(tmp: Path) -> None:
-        fig.savefig(tmp, format="png")
+    def restore_memory_format(self) -> None:
+        if self.channels_last:  # results are saved as contiguous tensors (safetensors needs them)
+            self.task.to(memory_format=torch.contiguous_format)
 
-    atomic_write_with(png_path, write)
-    plt.close(fig)
+    def finish(self) -> StageResult:
+        """The bar closed, the DDP wrapper freed, the final log and loss curves (rank 0)."""
+        if self.bar is not None:
+            self.bar.close()
+        if self.model is not self.task:
+            # A DDP wrapper sits in reference cycles: free it now, while the process group is alive.
+            # Left to the interpreter's exit, a gloo rank now and then aborted after a finished run
+            # ("terminate called without an active exception").
+            del self.model
+            gc.collect()
+        if self.dist.is_main:
+            write_log(self.log_path, self.history)
+            plot_losses(self.log_path, self.run_dir / "logs" / f"{self.name}.png", self.name)
+        barrier(self.dist)
+        return StageResult(self.name, self.step, time.time() - self.t0, self.last_loss, self.history, self.data_seconds,
+                           self.step_seconds, self.voxels)
 
 
 def run_loop(name: str, task: StageTask, dataset: PatchDataset, s: LoopSettings, run_dir: Path,
              dist_info: DistInfo, stage_key: int, resume: bool) -> StageResult:
     """Train ``task`` on ``dataset`` for ``s.epochs`` epochs (see the module docstring)."""
-    ckpt_path = run_dir / "checkpoints" / f"{name}.pt"
-    log_path = run_dir / "logs" / f"{name}.csv"
-    device = dist_info.device
-    task.to(device)
-    channels_last = device.type in ("cpu", "cuda") if s.channels_last is None else s.channels_last
-    if channels_last:  # before the optimiser and DDP see the parameters; undone when the loop ends
-        task.to(memory_format=torch.channels_last_3d)
-    params = task.trained_parameters()
-    optimizer = make_optimizer(params, s)
-
-    start_epoch, start_batch, step = 0, 0, 0
-    spent_before = 0.0
-    history: list[dict] = []
-    if ckpt_path.exists():
-        if not resume:
-            raise M2CofsError(f"stage {name} was interrupted earlier; pass --resume to continue it or --overwrite to start over",
-                              ckpt_path)
-        state = load_training_state(ckpt_path)
-        try:
-            task.load_trained_state(state["trained"])
-            optimizer.load_state_dict(state["optimizer"])
-            task.load_extra_state(state.get("extra", {}))
-            start_epoch, start_batch, step = int(state["epoch"]), int(state["batch"]), int(state["step"])
-        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise M2CofsError(f"does not fit this run's network or settings (another preset or modality count?): "
-                              f"{str(exc).splitlines()[0][:120]}; pass --overwrite to start over", ckpt_path) from None
-        spent_before = float(state.get("seconds", 0.0))
-        history = [r for r in read_log(log_path) if r.get("step", 0) <= step]
-
-    model: nn.Module = task
-    if dist_info.enabled:
-        model = nn.parallel.DistributedDataParallel(task, device_ids=[device.index] if device.type == "cuda" else None,
-                                                    find_unused_parameters=False)
-    model.train()
-
-    steps_per_epoch = len(epoch_batches(len(dataset), s.batch_size, s.seed, stage_key, 0, dist_info.rank, dist_info.world_size))
-    total = steps_per_epoch * s.epochs
-    bar = None
-    if s.progress and dist_info.is_main:
-        from tqdm.auto import tqdm
-
-        # Under a time budget the epochs are only a cap: the bar counts steps and shows the time.
-        bar = tqdm(total=None if s.max_seconds else total, initial=step, desc=name, unit="step", dynamic_ncols=True,
-                   leave=True)
-
-    def checkpoint(epoch: int, batch: int) -> None:
-        if dist_info.is_main:
-            # The log first: a kill between the two leaves a log that covers the checkpoint (rows
-            # past its step are dropped on resume), never one that misses steps.
-            _write_log(log_path, history)
-            _save_state(ckpt_path, {"trained": task.trained_state(), "optimizer": optimizer.state_dict(),
-                                    "extra": task.extra_state(), "epoch": epoch, "batch": batch, "step": step,
-                                    "seconds": spent_before + time.time() - t0})
-        barrier(dist_info)
-
-    t0 = time.time()
-
-    def budget_spent() -> bool:
-        """The time budget is used up (decided alike on every rank)."""
-        if s.max_seconds is None:
-            return False
-        return all_reduce_mean(float(spent_before + time.time() - t0 >= s.max_seconds), dist_info) > 0
-
-    last_loss = float(history[-1]["loss"]) if history and isinstance(history[-1].get("loss"), float) else float("nan")
-    steps_this_run = 0
-    amp_dtype = autocast_dtype(device) if s.amp else None
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # every batch has the same shape
-    data_seconds = step_seconds = 0.0
-    voxels = 0
+    loop = _Loop(name, task, dataset, s, run_dir, dist_info, stage_key)
+    loop.resume(resume)
+    loop.start()
     try:
-        for epoch in range(start_epoch, s.epochs):
-            dataset.set_epoch(epoch)
-            batches = epoch_batches(len(dataset), s.batch_size, s.seed, stage_key, epoch, dist_info.rank, dist_info.world_size)
-            first = start_batch if epoch == start_epoch else 0
-            loader = DataLoader(dataset, batch_sampler=batches[first:], num_workers=s.workers,
-                                persistent_workers=False, pin_memory=device.type == "cuda")
-            feed = _Prefetch(loader) if s.workers == 0 else iter(loader)
-            try:
-                b_idx = first - 1
-                while True:
-                    t_wait = time.perf_counter()
-                    batch = next(feed, None)
-                    if batch is None:
-                        break
-                    b_idx += 1
-                    image = batch["image"].to(device, non_blocking=True)
-                    target = batch["target"].to(device, non_blocking=True)
-                    has_label = batch["has_label"].to(device, non_blocking=True)
-                    if channels_last:
-                        image = image.contiguous(memory_format=torch.channels_last_3d)
-                        target = target.contiguous(memory_format=torch.channels_last_3d)
-                    t_step = time.perf_counter()
-                    data_seconds += t_step - t_wait
-                    lr = scheduled_lr(s, step, total, spent_before + time.time() - t0)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                    optimizer.zero_grad(set_to_none=True)
-                    with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                        loss, parts = model(image, target, has_label)
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)  # SI and the optimiser see true gradients
-                    # fp16 overflow: the scaler skips this step; so do the stage's hooks (SI)
-                    skip = scaler.is_enabled() and not _finite_grads(params)
-                    if not skip:
-                        task.before_optimizer_step()
-                    scaler.step(optimizer)
-                    scaler.update()
-                    if not skip:
-                        task.after_optimizer_step()
-                    step += 1
-                    steps_this_run += 1
-                    voxels += image.shape[0] * image[0, 0].numel()
-                    last_loss = all_reduce_mean(float(loss.detach()), dist_info)  # waits for the device
-                    step_seconds += time.perf_counter() - t_step
-                    row = {"stage": name, "epoch": epoch, "step": step, "loss": last_loss, "lr": lr,
-                           **{k: float(v) for k, v in parts.items()}, "seconds": round(time.time() - t0, 3)}
-                    history.append(row)
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix({k: f"{v:.4f}" for k, v in [("loss", last_loss), *parts.items()]}, refresh=False)
-                    if step % s.checkpoint_every == 0:
-                        checkpoint(epoch, b_idx + 1)
-                    if budget_spent():
-                        break
-                    if s.stop_after_steps is not None and steps_this_run >= s.stop_after_steps:
-                        checkpoint(epoch, b_idx + 1)
-                        if bar is not None:
-                            bar.close()
-                        raise KeyboardInterrupt(f"stopped after {steps_this_run} steps (test hook)")
-            finally:
-                if isinstance(feed, _Prefetch):
-                    feed.close()
-            checkpoint(epoch + 1, 0)
-            if budget_spent():
-                break
+        loop.epochs()
     finally:
-        if channels_last:  # results are saved as contiguous tensors (safetensors needs them)
-            task.to(memory_format=torch.contiguous_format)
-    if bar is not None:
-        bar.close()
-    if model is not task:
-        # A DDP wrapper sits in reference cycles: free it now, while the process group is alive.
-        # Left to the interpreter's exit, a gloo rank now and then aborted after a finished run
-        # ("terminate called without an active exception").
-        del model
-        gc.collect()
-    if dist_info.is_main:
-        _write_log(log_path, history)
-        plot_losses(log_path, run_dir / "logs" / f"{name}.png", name)
-    barrier(dist_info)
-    return StageResult(name, step, time.time() - t0, last_loss, history, data_seconds, step_seconds, voxels)
-
-
-def finish_stage(run_dir: Path, name: str, dist_info: DistInfo, write_outputs: Callable[[], None]) -> None:
-    """Write the stage's results (rank 0), then drop its in-stage checkpoint."""
-    if dist_info.is_main:
-        write_outputs()
-        (run_dir / "checkpoints" / f"{name}.pt").unlink(missing_ok=True)
-    barrier(dist_info)
+        loop.restore_memory_format()
+    return loop.finish()
