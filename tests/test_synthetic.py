@@ -18,6 +18,7 @@ from m2cofs.synthetic import (
     GM,
     NCR,
     NET,
+    SYNTH_MODALITIES,
     WM,
     case_seed,
     generate_phantom,
@@ -69,6 +70,58 @@ def test_images_do_not_depend_on_modality_subset_or_convention():
     assert list(one.images) == ["flair"]
     assert np.array_equal(full.images["flair"], one.images["flair"])
     assert np.array_equal(full.tissue, one.tissue)
+
+
+# The phantom of (32, seed 0) as it has been since the phantoms were written (checked bit for bit
+# when synthetic.py became a package, #17): pure random draws to ~1e-12, drawn geometry to 1e-9,
+# voxel counts and image means loosely enough to survive last-bit differences between platforms,
+# tightly enough that any reordered draw, stream or formula fails.
+_PINNED_32_0 = dict(
+    spacing=(1.044293755288288, 1.044293755288288, 1.1779604582862597),
+    centre=(17.681893698414108, 13.26896509780538, 17.933290892022285),
+    radii=(3.8047553447800624, 1.9567313201726038, 6.8728541852686575),  # core, rim, oedema (mm)
+    draws={"t1": (0.9618657637367168, 0.11872610388896893, 36.08931974933476),  # gain, bias_sd, snr
+           "t1ce": (1.0633392697505084, 0.108864228333304, 36.13299405731452),
+           "t2": (0.8958901236767546, 0.08320628583051684, 32.41224105153266),
+           "flair": (0.8858923028915999, 0.06856543806318477, 40.75959782430594),
+           "t1_ir": (0.8011581354136034, 0.09784128546150966, 31.134644460442647),
+           "pd": (0.9779011555231235, 0.06980669793472404, 38.50715994158264)},
+    tissue=(25471, 980, 1772, 88, 19, 142, 129, 71),
+    structure=(25471, 1627, 0, 43, 361, 971, 9, 145, 45),
+    means={"t1": 52.78954312589355, "t1ce": 65.169245581008, "t2": 84.24893439867586,
+           "flair": 47.93397441552536, "t1_ir": 41.09112422144712, "pd": 101.10363740259137},
+)
+
+
+def test_phantom_is_unchanged():
+    ref = _PINNED_32_0
+    ph = generate_phantom(32, seed=0, modalities=SYNTH_MODALITIES, convention="brats2013")
+    m = ph.meta
+    assert ph.spacing == pytest.approx(ref["spacing"], rel=1e-12)
+    assert m["tumour_side"] == "left"
+    assert m["tumour_centre_voxel"] == pytest.approx(ref["centre"], rel=1e-9)
+    radii = (m["tumour_core_radius_mm"], m["tumour_rim_mm"], m["oedema_radius_mm"])
+    assert radii == pytest.approx(ref["radii"], rel=1e-9)
+    for mod, draws in ref["draws"].items():
+        got = m["modalities"][mod]
+        assert (got["gain"], got["bias_sd"], got["snr"]) == pytest.approx(draws, rel=1e-12), mod
+    for got, want in ((ph.tissue, ref["tissue"]), (ph.structure, ref["structure"])):
+        counts = np.bincount(got.ravel(), minlength=len(want))
+        assert np.all(np.abs(counts - np.array(want)) <= 2), (counts.tolist(), want)
+    assert np.array_equal(ph.label, np.array([0, 0, 0, 0, 1, 4, 2, 3], np.uint8)[ph.tissue])  # brats2013
+    for mod, mean in ref["means"].items():
+        assert float(ph.images[mod].astype(np.float64).mean()) == pytest.approx(mean, rel=1e-5), mod
+
+
+def test_package_keeps_the_module_names():
+    import m2cofs.synthetic as synthetic
+
+    names = ("Phantom generate_phantom write_synthetic_dataset case_seed case_id grid_shape SYNTH_MODALITIES "
+             "DEFAULT_MODALITIES TISSUE_NAMES MIN_SIZE MAX_SIZE BG CSF GM WM NCR ENH EDEMA NET _N_COMP "
+             "_COMP_TISSUE _COMP_STRUCT _CONTRAST _TUMOUR_LUT _Anatomy _tumour_params _check_args _make_label "
+             "_pv _ellipsoid_sdf _smooth_noise _lowres_noise _harmonics _rotation").split()
+    assert [n for n in names if not hasattr(synthetic, n)] == []
+    assert set(synthetic.__all__) <= set(names)
 
 
 def test_different_seeds_and_cases_give_different_layouts():
