@@ -95,7 +95,9 @@ def _check_declared_size(img, path: Path) -> None:
                           f"{tuple(int(d) for d in img.shape)}, the {'compressed ' if gz else ''}file holds {size})", path)
 
 
-def _open(path: Path) -> nib.spatialimages.SpatialImage:
+def open_nifti(path: Path) -> nib.spatialimages.SpatialImage:
+    """Open a NIfTI file's header (no voxel data read); a missing, unreadable or non-NIfTI file
+    raises :class:`M2CofsError` naming it."""
     if not path.exists():
         raise M2CofsError("file not found", path)
     if path.is_dir():
@@ -154,7 +156,7 @@ def read_volume(ref: ImageRef | Path, what: str = "image") -> tuple[np.ndarray, 
     if isinstance(ref, Path):
         ref = ImageRef(ref)
     path = ref.path
-    img = _open(path)
+    img = open_nifti(path)
     shape = img.shape
     if ref.channel is None:
         if len(shape) == 4 and shape[3] == 1:
@@ -184,7 +186,8 @@ def read_volume(ref: ImageRef | Path, what: str = "image") -> tuple[np.ndarray, 
     return data, affine, header
 
 
-def _grid_text(shape, affine) -> str:
+def grid_text(shape, affine) -> str:
+    """``(240, 240, 155) at 1x1x1 mm, origin (0.0, -239.0, 0.0)``: a grid as error messages name it."""
     sp = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     return f"{tuple(int(s) for s in shape)} at {'x'.join(f'{s:g}' for s in sp)} mm, origin {tuple(round(float(v), 2) for v in affine[:3, 3])}"
 
@@ -244,8 +247,8 @@ def load_case(
         if not same_grid(data.shape, aff, ref_shape, ref_aff):
             if resample_to is None:
                 raise M2CofsError(
-                    f"{spec.images[m].path.name} is on grid {_grid_text(data.shape, aff)} but "
-                    f"{spec.images[ref_mod].path.name} is on {_grid_text(ref_shape, ref_aff)}; "
+                    f"{spec.images[m].path.name} is on grid {grid_text(data.shape, aff)} but "
+                    f"{spec.images[ref_mod].path.name} is on {grid_text(ref_shape, ref_aff)}; "
                     f"pass --resample-to {ref_mod} to resample onto one grid",
                     spec.images[m].path.parent,
                 )
@@ -294,8 +297,8 @@ def _read_aux(path: Path, ref_shape, ref_aff, resample_to, ref_mod, spec: CaseSp
     if not same_grid(data.shape, aff, ref_shape, ref_aff):
         if resample_to is None:
             raise M2CofsError(
-                f"{what} is on grid {_grid_text(data.shape, aff)} but {spec.images[ref_mod].path.name} is on "
-                f"{_grid_text(ref_shape, ref_aff)}; pass --resample-to {ref_mod} to resample onto one grid",
+                f"{what} is on grid {grid_text(data.shape, aff)} but {spec.images[ref_mod].path.name} is on "
+                f"{grid_text(ref_shape, ref_aff)}; pass --resample-to {ref_mod} to resample onto one grid",
                 path,
             )
         data = _resample(data, aff, ref_shape, ref_aff, order=0)

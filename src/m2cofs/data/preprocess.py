@@ -133,7 +133,9 @@ class PreparedCase:
                 "modalities": self.meta.modalities, "meta": self.meta}
 
 
-def _bbox(mask: np.ndarray, margin: int) -> list[list[int]]:
+def bounding_box(mask: np.ndarray, margin: int = 0) -> list[list[int]]:
+    """``[lo, hi)`` per axis of a 3-D mask's True voxels, widened by ``margin`` voxels (clipped to
+    the array); the whole array when the mask is empty."""
     if not mask.any():
         return [[0, s] for s in mask.shape]
     box = []
@@ -212,7 +214,7 @@ def preprocess_case(case: Case, cfg: PreprocessConfig = PreprocessConfig()) -> P
     can_affine = affine @ nib.orientations.inv_ornt_aff(ornt, orig_shape)
     can_shape = list(images.shape[1:])
 
-    box = _bbox(fg, cfg.margin) if cfg.crop else [[0, s] for s in can_shape]
+    box = bounding_box(fg, cfg.margin) if cfg.crop else [[0, s] for s in can_shape]
     sl = tuple(slice(lo, hi) for lo, hi in box)
     images = images[(slice(None), *sl)]
     fg = fg[sl]

@@ -6,7 +6,8 @@
   ``report.html`` with embedded images and metric tables; no network needed to open it. Its
   parts: :mod:`.sections` (each section), :mod:`.plots` (distributions: box plots, or dots
   below five cases), :mod:`.format` (the one number format), :mod:`.provenance` (which model,
-  recorded by ``m2cofs predict`` in ``predict.json``).
+  recorded by ``m2cofs predict`` in ``predict.json``), :mod:`.ordering` (cases worst first, by
+  mean Dice).
 """
 
 from m2cofs.reporting.previews import render_case_preview_png, save_case_preview

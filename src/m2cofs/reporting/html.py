@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 from m2cofs.data.labels import LabelConvention
 from m2cofs.reporting import sections as sec
 from m2cofs.reporting.format import anchor, data_uri, esc, fmt, table  # noqa: F401  (re-exported)
+from m2cofs.reporting.ordering import worst_first
 from m2cofs.reporting.plots import boxplots_png, distribution_png, style_caption  # noqa: F401
 
 __all__ = ["render_evaluation_report", "fmt", "boxplots_png", "distribution_png"]
@@ -70,7 +71,6 @@ def render_evaluation_report(summary: Mapping[str, Any], results: Sequence[Any],
     ``penalised``, ``preview``); ``summary`` is the ``summary.json`` dictionary.
     """
     from m2cofs import __version__
-    from m2cofs.evaluation import worst_first
 
     ordered = worst_first(results)
     now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")

@@ -106,17 +106,6 @@ def _display(slice2d: np.ndarray, window) -> np.ndarray:
     return out
 
 
-def _bbox(mask: np.ndarray, margin: int) -> list[tuple[int, int]]:
-    if not mask.any():
-        return [(0, s) for s in mask.shape]
-    out = []
-    for ax in range(3):
-        other = tuple(a for a in range(3) if a != ax)
-        idx = np.flatnonzero(mask.any(axis=other))
-        out.append((max(0, int(idx[0]) - margin), min(mask.shape[ax], int(idx[-1]) + 1 + margin)))
-    return out
-
-
 def slice_centre(label: np.ndarray | None, fg: np.ndarray) -> tuple[int, int, int]:
     """Voxel the three slices pass through: the label's centroid, else the head's centre."""
     if label is not None and np.any(label > 0):
@@ -126,7 +115,9 @@ def slice_centre(label: np.ndarray | None, fg: np.ndarray) -> tuple[int, int, in
         if label[tuple(c)] <= 0:
             c = idx[np.argmin(((idx - c) ** 2).sum(axis=1))]
         return tuple(int(v) for v in c)  # type: ignore[return-value]
-    box = _bbox(fg, 0)
+    from m2cofs.data.preprocess import bounding_box
+
+    box = bounding_box(fg, 0)
     return tuple(int((lo + hi - 1) // 2) for lo, hi in box)  # type: ignore[return-value]
 
 
@@ -190,6 +181,8 @@ def render_case_preview_png(
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
+    from m2cofs.data.preprocess import bounding_box
+
     conv = _convention(convention)
     arrays: list[tuple[str, np.ndarray]] = [(str(k), np.asarray(v)) for k, v in sources.items()]
     if fused is not None:
@@ -210,7 +203,7 @@ def render_case_preview_png(
     for lab in (seg_r, gt_r):
         if lab is not None:
             fg |= lab > 0
-    box = _bbox(fg, margin=3)
+    box = bounding_box(fg, margin=3)
     centre = slice_centre(gt_r if gt_r is not None and np.any(gt_r > 0) else seg_r, fg)
 
     # background of the overlays: the fused volume, else the first source

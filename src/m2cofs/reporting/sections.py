@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 
 from m2cofs.data.labels import LabelConvention
 from m2cofs.reporting.format import anchor, data_uri, esc, fmt, fmt_pm, table
+from m2cofs.reporting.ordering import mean_dice
 
 SLICE_VS_VOLUME = (
     "Slice and volume values differ by definition, not by error: slice mode computes each metric's 2-D "
@@ -184,8 +185,6 @@ def _case_link(r) -> str:
 
 def per_case_section(results: Sequence[Any], columns: Sequence[str]) -> list[str]:
     """``results`` already in display order (worst first)."""
-    from m2cofs.evaluation import mean_dice
-
     groups = group_columns(columns)
     paper = set(paper_metrics())
     out = ['<h2 id="per-case">Per-case metrics</h2>',
