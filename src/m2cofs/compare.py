@@ -40,6 +40,8 @@ import torch
 from m2cofs.compare_methods import GROUPS  # torch-free, so that `m2cofs compare --help` can list them
 from m2cofs.errors import M2CofsError
 from m2cofs.io import atomic_write_json, atomic_write_text
+from m2cofs.training import seeds
+from m2cofs.training.results import prefixed
 
 # ------------------------------------------------------------------------------------ methods
 ALL_METHODS = [m for g in GROUPS.values() for m in g]
@@ -229,10 +231,10 @@ def _train_and_predict_peer(name: str, ctx: FoldContext, out: Path) -> None:
     model = build_peer(name, len(t.modalities), len(t.convention.regions))
     if not weights.exists():
         task = PeerTask(model, t.cfg.train.seg_loss)
-        settings = t._settings(1)
+        settings = t.loop_settings(1)
         settings.epochs = 10_000  # bounded by the CPU-time budget of the M²-CoFS run
         settings.max_seconds = ctx.m2cofs_seconds
-        run_loop(f"peer_{name}", task, t._patches("stage1_segmentation"), settings, d, t.dist, 40, resume=True)
+        run_loop(f"peer_{name}", task, t.patch_dataset("stage1_segmentation"), settings, d, t.dist, seeds.PEER_KEY, resume=True)
         save_tensors(weights, model.state_dict())
     model.load_state_dict(load_tensors(weights))
     meta = {"tasks": ["segmentation"], "modalities": t.modalities, "label_convention": t.convention.name,
@@ -276,15 +278,15 @@ def _fisher(ctx: FoldContext, task_name: str) -> dict[str, torch.Tensor]:
         return load_tensors(path)
     t = ctx.t
     if task_name == "fusion":
-        t.net.load_fusion_state(t.theta_f)
-        t.net.fusion_head.load_state_dict(t.psi_1)
+        t.net.load_fusion_state(t.results.theta_f)
+        t.net.fusion_head.load_state_dict(t.results.psi_1)
         task = s1.FusionTask(t.net, alpha=t.cfg.train.alpha)
     else:
-        t.net.load_fusion_state(t.theta_s)
-        t.net.seg_head.load_state_dict(t.phi_1)
+        t.net.load_fusion_state(t.results.theta_s)
+        t.net.seg_head.load_state_dict(t.results.phi_1)
         task = s1.SegmentationTask(t.net, seg_loss=t.cfg.train.seg_loss)
-    ds = t._patches(s1.FUSION if task_name == "fusion" else s1.SEGMENTATION)
-    ds.set_epoch(10_000)  # patches not seen in training order
+    ds = t.patch_dataset(s1.FUSION if task_name == "fusion" else s1.SEGMENTATION)
+    ds.set_epoch(seeds.FISHER_EPOCH)  # patches not seen in training order
     loader = DataLoader(ds, batch_size=t.cfg.data.batch_size, shuffle=False)
     fisher = diagonal_fisher(task, loader, ctx.opts.fisher_batches)
     save_tensors(path, fisher)
@@ -308,7 +310,7 @@ def _model_from_weights(ctx: FoldContext, name: str, fusion: dict, psi: dict | N
 
 
 def _theta0(ctx: FoldContext) -> dict[str, torch.Tensor]:
-    return ctx.t.theta0
+    return ctx.t.results.theta0
 
 
 def _train_method(ctx: FoldContext, name: str, task_factory: Callable[[], object], stage_key: int,
@@ -322,7 +324,7 @@ def _train_method(ctx: FoldContext, name: str, task_factory: Callable[[], object
     t = ctx.t
     task = task_factory()
     t0 = time.time()
-    run_loop(name, task, t._patches("stage1_segmentation"), t._settings(1), ctx.method_dir(name), t.dist, stage_key,
+    run_loop(name, task, t.patch_dataset("stage1_segmentation"), t.loop_settings(1), ctx.method_dir(name), t.dist, stage_key,
              resume=True)
     atomic_write_json(ctx.method_dir(name) / "train.json", {"seconds": round(time.time() - t0, 1)})
     h = heads()
@@ -358,47 +360,47 @@ def model_for(name: str, ctx: FoldContext) -> Path | None:
     if name == "seg_specialist":
         return ctx.run_dir / "seg_specialist.ckpt"
     if name == "average":
-        return _model_from_weights(ctx, name, merging.average([t.theta_f, t.theta_s]), t.psi_1, t.phi_1, "avg(θF,θS)")
+        return _model_from_weights(ctx, name, merging.average([t.results.theta_f, t.results.theta_s]), t.results.psi_1, t.results.phi_1, "avg(θF,θS)")
     if name == "task_arithmetic":
-        return _model_from_weights(ctx, name, merging.task_arithmetic(_theta0(ctx), [t.theta_f, t.theta_s]),
-                                   t.psi_1, t.phi_1, "task_arithmetic(θF,θS)")
+        return _model_from_weights(ctx, name, merging.task_arithmetic(_theta0(ctx), [t.results.theta_f, t.results.theta_s]),
+                                   t.results.psi_1, t.results.phi_1, "task_arithmetic(θF,θS)")
     if name == "ties":
-        return _model_from_weights(ctx, name, merging.ties_merging(_theta0(ctx), [t.theta_f, t.theta_s]),
-                                   t.psi_1, t.phi_1, "ties(θF,θS)")
+        return _model_from_weights(ctx, name, merging.ties_merging(_theta0(ctx), [t.results.theta_f, t.results.theta_s]),
+                                   t.results.psi_1, t.results.phi_1, "ties(θF,θS)")
     if name == "fisher":
-        merged = merging.fisher_merging([t.theta_f, t.theta_s], [_fisher(ctx, "fusion"), _fisher(ctx, "segmentation")])
-        return _model_from_weights(ctx, name, merged, t.psi_1, t.phi_1, "fisher(θF,θS)")
+        merged = merging.fisher_merging([t.results.theta_f, t.results.theta_s], [_fisher(ctx, "fusion"), _fisher(ctx, "segmentation")])
+        return _model_from_weights(ctx, name, merged, t.results.psi_1, t.results.phi_1, "fisher(θF,θS)")
     if name == "no_stage3":
-        return _model_from_weights(ctx, name, merging.average([t.theta_sf, t.theta_fs]), t.psi_2, t.phi_2,
+        return _model_from_weights(ctx, name, merging.average([t.results.theta_sf, t.results.theta_fs]), t.results.psi_2, t.results.phi_2,
                                    "mean(θS→F,θF→S)")
     if name == "joint":
         def factory():
             from m2cofs.baselines.joint import JointTask
 
-            t.net.load_fusion_state(t.theta0)
+            t.net.load_fusion_state(t.results.theta0)
             if t.cfg.model.fusion_channels == t.cfg.model.feature_channels:
                 t.net.fusion_head.init_from_decoder(t.net.decoder)
             _fresh_seg_head(ctx)
             return JointTask(t.net, cfg.alpha, cfg.eta, cfg.seg_loss)
 
-        return _train_method(ctx, name, factory, 30, "joint",
+        return _train_method(ctx, name, factory, seeds.JOINT_KEY, "joint",
                              lambda: {"fusion_head": t.net.fusion_head.state_dict(), "seg_head": t.net.seg_head.state_dict()})
     if name in GROUPS["continual"]:
         def factory():
             from m2cofs.baselines.continual import make_continual_task
 
-            t.net.load_fusion_state(t.theta_f)
-            t.net.fusion_head.load_state_dict(t.psi_1)
+            t.net.load_fusion_state(t.results.theta_f)
+            t.net.fusion_head.load_state_dict(t.results.psi_1)
             _fresh_seg_head(ctx)
             fisher = _fisher(ctx, "fusion") if name == "ewc" else None
-            return make_continual_task(name, t.net, "fusion", "segmentation", dict(t.theta_f), dict(t.omega_f), cfg,
+            return make_continual_task(name, t.net, "fusion", "segmentation", dict(t.results.theta_f), dict(t.results.omega_f), cfg,
                                        fisher=fisher)
 
-        return _train_method(ctx, name, factory, 31 + GROUPS["continual"].index(name), f"{name}(F→S)",
-                             lambda: {"fusion_head": dict(t.psi_1), "seg_head": t.net.seg_head.state_dict()})
+        return _train_method(ctx, name, factory, seeds.CONTINUAL_KEY_BASE + GROUPS["continual"].index(name), f"{name}(F→S)",
+                             lambda: {"fusion_head": dict(t.results.psi_1), "seg_head": t.net.seg_head.state_dict()})
     if name == "no_stage2":
-        pre = {s2.SEG_TO_FUSION: t._prefixed(fusion=t.theta_s, fusion_head=t.psi_1),
-               s2.FUSION_TO_SEG: t._prefixed(fusion=t.theta_f, seg_head=t.phi_1)}
+        pre = {s2.SEG_TO_FUSION: prefixed(fusion=t.results.theta_s, fusion_head=t.results.psi_1),
+               s2.FUSION_TO_SEG: prefixed(fusion=t.results.theta_f, seg_head=t.results.phi_1)}
         return ctx.derived_run(name, [], ["stage0_autoencoder", s1.FUSION, s1.SEGMENTATION], [3], fake=pre)
     if name == "no_si":
         return ctx.derived_run(name, ["train.si_lambda=0", "train.si_mu=0", "train.stage3_si=false"],
@@ -423,7 +425,7 @@ def weight_sets(ctx: FoldContext, methods: Sequence[str]) -> dict[str, dict[str,
     from m2cofs.checkpoint import load_model_file
 
     t = ctx.t
-    sets = {"θ0": t.theta0, "θF": t.theta_f, "θS": t.theta_s, "θS→F": t.theta_sf, "θF→S": t.theta_fs, "θU": t.theta_u}
+    sets = {"θ0": t.results.theta0, "θF": t.results.theta_f, "θS": t.results.theta_s, "θS→F": t.results.theta_sf, "θF→S": t.results.theta_fs, "θU": t.results.theta_u}
     for m in methods:
         if m in ("m2cofs", "fusion_specialist", "seg_specialist") or m in GROUPS["classical"] or m in GROUPS["peers"]:
             continue

@@ -51,10 +51,6 @@ from m2cofs.training.run_folder import RUN_ITEMS, check_output_folder  # noqa: F
 from m2cofs.training.seeds import STAGE_KEYS, UNIFICATION_SEED_OFFSET
 
 
-def _compat(name: str) -> property:
-    return property(lambda self: getattr(self.results, name), doc=f"Deprecated: ``results.{name}``.")
-
-
 class Trainer:
     """Runs the stages of one training run (see the module docstring)."""
 
@@ -328,20 +324,6 @@ class Trainer:
                 out["weight_distances"]["theta_u_vs_theta_sf"] = s2.weight_distance(r.theta_u, r.theta_sf)
                 out["weight_distances"]["theta_u_vs_theta_fs"] = s2.weight_distance(r.theta_u, r.theta_fs)
         return out
-
-    # ------------------------------------------------------------------ compat for compare until #17's compare
-    # package lands; remove then (compare.py reads these old names; the new API is above)
-    theta0, theta_f, theta_s, omega_f = _compat("theta0"), _compat("theta_f"), _compat("theta_s"), _compat("omega_f")
-    psi_1, phi_1, psi_2, phi_2 = _compat("psi_1"), _compat("phi_1"), _compat("psi_2"), _compat("phi_2")
-    theta_sf, theta_fs, theta_u = _compat("theta_sf"), _compat("theta_fs"), _compat("theta_u")
-    _prefixed = staticmethod(prefixed)
-
-    def _settings(self, stage: int) -> LoopSettings:
-        return self.loop_settings(stage)
-
-    def _patches(self, name: str, foreground_ratio: float | None = None) -> PatchDataset:
-        return self.patch_dataset(name, foreground_ratio)
-    # ------------------------------------------------------------------ end of compat
 
 
 def train(opts: TrainOptions) -> dict:
