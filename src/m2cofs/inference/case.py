@@ -1,0 +1,159 @@
+"""One preprocessed case through the model, back on its own grid: :func:`predict_case`
+(→ :class:`CasePrediction`), after :func:`match_case_to_model` has brought the case to the
+model's modalities and checked its preprocessing."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from m2cofs.data.labels import LabelConvention, labels_to_regions, regions_to_labels
+from m2cofs.data.loading import Case
+from m2cofs.data.preprocess import PreparedCase, restore
+from m2cofs.errors import M2CofsError
+from m2cofs.inference.fusion_output import compose_on_input_grid, detail_transfer_wanted, transfer_detail
+from m2cofs.inference.loading import LoadedModel
+from m2cofs.inference.postprocess import postprocess_regions, prob_to_regions
+
+
+@dataclass
+class CasePrediction:
+    id: str
+    fused: np.ndarray | None  # original grid
+    label: np.ndarray | None  # original grid, convention values
+    seconds: float
+    info: dict = field(default_factory=dict)
+
+
+def _model_name(model: LoadedModel) -> str:
+    return f"the model {model.path.name}" if model.path is not None else "the model"
+
+
+def match_case_to_model(model: LoadedModel, case: PreparedCase, source: Case | None = None
+                        ) -> tuple[PreparedCase, Case | None, list[str]]:
+    """Bring a prepared case (and its ``source``) to the model's modalities, or refuse.
+
+    The same modalities in another order are reordered to the model's (image channels, their
+    intensity ranges, the source's channels); more modalities than the model's are narrowed to
+    its own (with a note); a missing one, or a case preprocessed unlike the model (grid spacing,
+    intensity scaling, reorientation), is an :class:`M2CofsError` saying what the model expects
+    and how to build a matching dataset (:meth:`LoadedModel.dataset`). Returns the case, the
+    source and the notes.
+    """
+    want = model.modalities
+    have = list(case.meta.modalities)
+    n = int(case.image.shape[0])
+    build = f"build the dataset with load_model(...).dataset(path) (modalities {want}, the model's preprocessing)"
+    if not have:  # an unnamed array: only the channel count can be checked
+        if n != len(want):
+            raise M2CofsError(f"case {case.id!r} has {n} channel(s); {_model_name(model)} expects {len(want)} "
+                              f"({', '.join(want)}, in this order); {build}")
+        have = list(want)
+    if len(have) != n:
+        raise M2CofsError(f"case {case.id!r}: its image has {n} channel(s) but names {len(have)} modalities "
+                          f"({', '.join(have)}), so they cannot be told apart; {build}")
+    missing = [m for m in want if m not in have]
+    if missing:
+        raise M2CofsError(f"{_model_name(model)} needs {', '.join(want)} (in this order); case {case.id!r} has "
+                          f"{', '.join(have)}, without {', '.join(missing)}; {build}")
+    _check_preprocessing(model, case, build)
+    notes: list[str] = []
+    if have == want:
+        return case, source, notes
+    idx = [have.index(m) for m in want]
+    if len(have) == len(want):
+        notes.append(f"reordered the channels {', '.join(have)} to the model's {', '.join(want)}")
+    else:
+        extra = [m for m in have if m not in want]
+        notes.append(f"used {', '.join(want)} of the case's {', '.join(have)} (the model takes {len(want)}; "
+                     f"left out {', '.join(extra)})")
+    ranges = case.meta.intensity_range
+    meta = dataclasses.replace(case.meta, modalities=list(want),
+                               intensity_range=[ranges[i] for i in idx] if len(ranges) == n else ranges)
+    case = PreparedCase(case.id, np.ascontiguousarray(case.image[idx]), case.mask, case.label, meta)
+    if source is not None:
+        lacking = [m for m in want if m not in source.modalities]
+        if lacking:
+            raise M2CofsError(f"case {case.id!r}: the source case has no {', '.join(lacking)} ({', '.join(source.modalities)})")
+        sidx = [list(source.modalities).index(m) for m in want]
+        source = dataclasses.replace(source, modalities=list(want), images=source.images[sidx])
+    return case, source, notes
+
+
+def _check_preprocessing(model: LoadedModel, case: PreparedCase, build: str) -> None:
+    """Refuse a case preprocessed otherwise than the model's sidecar records (nothing to compare
+    with where the sidecar or the case does not record it)."""
+    if "preprocessing" not in model.meta:
+        return
+    want = model.preprocessing
+    rec = dict(case.meta.preprocessing or {})
+    got_spacing = [float(v) for v in case.meta.spacing] if case.meta.spacing else None
+    diffs = []
+    resampled = bool(case.meta.cropped_shape) and list(case.meta.shape) != list(case.meta.cropped_shape)
+    if want.spacing is None:
+        if resampled and got_spacing:
+            diffs.append(f"grid {'x'.join(f'{v:g}' for v in got_spacing)} mm (resampled; the model works on the "
+                         "scans' own grid)")
+    elif got_spacing and not np.allclose(got_spacing, want.spacing, rtol=0.05):
+        diffs.append(f"grid {'x'.join(f'{v:g}' for v in got_spacing)} mm (the model's: "
+                     f"{'x'.join(f'{v:g}' for v in want.spacing)} mm)")
+    for key in ("intensity", "lower_percentile", "upper_percentile", "canonical"):
+        if key in rec and rec[key] != getattr(want, key):
+            diffs.append(f"{key} {rec[key]!r} (the model's: {getattr(want, key)!r})")
+    if diffs:
+        raise M2CofsError(f"case {case.id!r} was preprocessed unlike {_model_name(model)}: {'; '.join(diffs)}; {build}")
+
+
+def predict_case(model: LoadedModel, case: PreparedCase, out_convention: LabelConvention | None = None,
+                 device: str | torch.device = "cpu", postprocess: bool | None = None,
+                 source: Case | None = None, detail_transfer: str | None = None,
+                 trunk: str | None = None) -> CasePrediction:
+    """Predict one preprocessed case and bring the results back to its original grid.
+
+    ``source`` (the case as loaded, before preprocessing): with a ``weights`` fusion head the
+    fused volume is composed from it on the input's own grid (:func:`compose_on_input_grid`);
+    with an ``image`` head it lets the fused volume take back the detail finer than the model
+    grid (:func:`transfer_detail`), as ``detail_transfer`` (default: the model's
+    ``inference.detail_transfer``) asks. Without it the fused volume is the model grid's,
+    resampled. ``trunk`` as for :func:`predict_array`. The case is first matched to the
+    model's modalities and preprocessing (:func:`match_case_to_model`; notes in ``info["notes"]``)."""
+    t0 = time.time()
+    case, source, notes = match_case_to_model(model, case, source)
+    conv = out_convention or model.convention
+    if len(conv.regions) != len(model.meta["regions"]) or list(conv.regions) != list(model.meta["regions"]):
+        raise M2CofsError(f"--labels {conv.name} has regions {list(conv.regions)} but the model predicts {model.meta['regions']}")
+    from m2cofs import inference  # the package's predict_array: the one a caller may have replaced
+
+    raw = inference.predict_array(model, case.image, device, trunk=trunk)
+    fused = label = None
+    info: dict[str, Any] = {"notes": notes} if notes else {}
+    weights = raw.pop("fusion_weights", None)
+    if weights is not None and source is not None:  # the weights head: fuse on the input grid
+        fused = compose_on_input_grid(weights, case, source, model.preprocessing)
+        raw.pop("fused", None)
+        info["fusion_grid"] = "input"
+        info["detail_transfer"] = False
+    elif "fused" in raw:
+        fused = restore(raw.pop("fused"), case.meta, "image", fill=0.0).astype(np.float32, copy=False)
+        info["fusion_grid"] = "model"
+        setting = detail_transfer or model.config.inference.detail_transfer
+        info["detail_transfer"] = source is not None and detail_transfer_wanted(setting, case)
+        if info["detail_transfer"]:
+            fused = transfer_detail(fused, case, source, model.preprocessing)
+    if "seg_prob" in raw:
+        regions = prob_to_regions(raw.pop("seg_prob"), case.meta)
+        inf = model.config.inference
+        do_pp = inf.postprocess if postprocess is None else postprocess
+        if do_pp:
+            spacing = np.sqrt((np.array(case.meta.original_affine)[:3, :3] ** 2).sum(0))
+            regions = postprocess_regions(regions, conv, spacing, inf.min_component_mm3, inf.keep_largest_wt,
+                                          inf.wt_keep_fraction)
+        label = regions_to_labels(regions, conv)  # binary uint8 masks decode as their float copies would
+        info["postprocess"] = bool(do_pp)
+        info["region_voxels"] = dict(zip(conv.regions, labels_to_regions(label, conv).reshape(len(conv.regions), -1).sum(1).tolist()))
+    return CasePrediction(case.id, fused, label, time.time() - t0, info)

@@ -1,0 +1,72 @@
+"""The fused volume on the input grid: composed from the sources with a ``weights`` head
+(:func:`compose_on_input_grid`), or an ``image`` head's volume given back the sources' finer
+detail (:func:`transfer_detail`, when :func:`detail_transfer_wanted`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from m2cofs.data.loading import Case, foreground_mask
+from m2cofs.data.preprocess import PreparedCase, PreprocessConfig, apply_intensity_range, restore
+from m2cofs.inference.loading import LoadedModel, fusion_head_kind
+
+
+def detail_transfer_wanted(setting: str, case: PreparedCase) -> bool:
+    """``inference.detail_transfer``: ``on``, ``off``, or ``auto`` — on when the model grid is
+    coarser than the input grid by more than a quarter along some axis (lite's 2 mm grid on 1 mm
+    scans), where the fused volume would otherwise be an upsampled, blurred one."""
+    if setting in ("on", "off"):
+        return setting == "on"
+    original = np.sqrt((np.array(case.meta.original_affine)[:3, :3] ** 2).sum(0))
+    if case.meta.ornt:  # the original axes in the model grid's (canonical) order
+        original = original[np.argsort(np.array(case.meta.ornt)[:, 0])]
+    return bool(np.max(np.array(case.meta.spacing) / original.clip(1e-6)) > 1.25)
+
+
+def needs_source(model: LoadedModel, setting: str, case: PreparedCase) -> bool:
+    """Whether :func:`predict_case` wants the case as loaded (``source``): for a ``weights``
+    fusion head always (it fuses on the input grid), for an ``image`` head when detail transfer
+    applies."""
+    if "fusion" not in model.tasks:
+        return False
+    return fusion_head_kind(model) == "weights" or detail_transfer_wanted(setting, case)
+
+
+def transfer_detail(fused: np.ndarray, case: PreparedCase, source: Case, preprocess: PreprocessConfig) -> np.ndarray:
+    """Add to ``fused`` (on the original grid) the detail of the sources that the model grid
+    cannot hold, choosing per voxel the source whose detail is strongest (the max-abs rule of
+    Laplacian-pyramid fusion, Burt & Adelson 1983; here with one level whose base is the fused
+    volume). A source's detail is its full-resolution scaled image minus what the model saw of it
+    (the model-grid channel brought back to the original grid the way the fused volume is), so
+    nothing is added where the model grid already holds the image, and exactly the resampling
+    loss is added where it does not."""
+    fg = foreground_mask(source.images, source.mask)
+    best = np.zeros(fused.shape, np.float32)
+    for c, channel in enumerate(source.images):
+        full = apply_intensity_range(channel, fg, case.meta.intensity_range[c], preprocess)
+        full -= restore(case.image[c], case.meta, "image", fill=0.0)
+        np.copyto(best, full, where=np.abs(full) > np.abs(best))
+        del full
+    best += fused
+    best[~fg] = 0.0
+    return best
+
+
+def compose_on_input_grid(weights: np.ndarray, case: PreparedCase, source: Case,
+                          preprocess: PreprocessConfig) -> np.ndarray:
+    """The fused volume on the input's own grid: the source weights of a ``weights`` fusion head
+    (N, *meta.shape, on the model grid), brought back to the original grid (trilinear, equal
+    weights outside the crop box, renormalised to sum to one), applied to the full-resolution
+    sources scaled exactly as the model saw them. No detail is lost to the model grid: only the
+    weight maps, which are smooth, are resampled."""
+    n = weights.shape[0]
+    w = restore(weights, case.meta, "prob", fill=1.0 / n)
+    w /= np.clip(w.sum(0, keepdims=True), 1e-6, None)
+    fg = foreground_mask(source.images, source.mask)
+    fused = np.zeros(w.shape[1:], np.float32)
+    for c, channel in enumerate(source.images):
+        fused += w[c] * apply_intensity_range(channel, fg, case.meta.intensity_range[c], preprocess)
+    fused[~fg] = 0.0
+    return fused
+
+

@@ -1,0 +1,106 @@
+"""A model file, loaded for inference: :class:`LoadedModel` (the network and its sidecar) and
+:func:`load_model`; :func:`prepare_for_inference` puts a network in inference shape."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from m2cofs.checkpoint import load_model_file, resolve_model_file
+from m2cofs.config import Config
+from m2cofs.data.labels import LabelConvention, get_convention
+from m2cofs.data.preprocess import PreprocessConfig
+from m2cofs.errors import M2CofsError
+from m2cofs.models.network import M2CoFSNet
+
+
+@dataclass
+class LoadedModel:
+    net: M2CoFSNet
+    meta: dict[str, Any]
+    config: Config
+    path: Path
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.meta.get("tasks", ["fusion", "segmentation"]))
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.meta["modalities"])
+
+    @property
+    def convention(self) -> LabelConvention:
+        return get_convention(self.meta["label_convention"])
+
+    @property
+    def preprocessing(self) -> PreprocessConfig:
+        """The preprocessing the model was trained with (its sidecar's; else its config's)."""
+        if "preprocessing" in self.meta:
+            return PreprocessConfig.from_dict(self.meta["preprocessing"])
+        return PreprocessConfig(spacing=self.config.data.spacing, intensity=self.config.data.intensity)
+
+    def dataset(self, path: str | Path, **kwargs):
+        """The :class:`~m2cofs.data.dataset.MultiModalDataset` of ``path`` that this model can
+        predict: its modalities, in its order, and its preprocessing. Other arguments (``format``,
+        ``ids``, ``resample_to``, ``cache_dir``, ``labels``, ``load_labels`` — default ``False``)
+        go to the dataset."""
+        from m2cofs.data.dataset import MultiModalDataset
+
+        fixed = [k for k in ("modalities", "preprocess") if k in kwargs]
+        if fixed:
+            raise M2CofsError(f"{' and '.join(fixed)} come(s) from the model ({', '.join(self.modalities)}; "
+                              f"{self.preprocessing.to_dict()}): do not pass {', '.join(fixed)} to dataset()",
+                              self.path)
+        kwargs.setdefault("load_labels", False)
+        return MultiModalDataset(path, modalities=self.modalities, preprocess=self.preprocessing, **kwargs)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Build the network described by a model file's sidecar and load its weights.
+
+    ``path`` may be a training run's folder: its ``unified.ckpt`` is loaded (``.path`` says so)."""
+    path = resolve_model_file(path)
+    tensors, meta = load_model_file(path)
+    try:
+        cfg = Config.from_dict(meta["config"], source=f"{path.name} sidecar")
+        n_mod = len(meta["modalities"])
+        n_cls = len(meta["regions"])
+    except KeyError as exc:
+        raise M2CofsError(f"sidecar lacks {exc}", path) from None
+    net = M2CoFSNet(n_mod, n_cls, cfg.model, tuple(cfg.data.patch_size))
+    own = net.state_dict()
+    unknown = [k for k in tensors if k not in own]
+    wrong = [k for k in tensors if k in own and tuple(own[k].shape) != tuple(tensors[k].shape)]
+    if unknown or wrong:
+        bad = (unknown or wrong)[0]
+        raise M2CofsError(f"weights do not fit the network its sidecar describes (e.g. {bad}): "
+                          "the checkpoint belongs to another preset or modality count", path)
+    net.load_state_dict(tensors, strict=False)
+    needed = ["encoders.", "fusion."] + (["fusion_head."] if "fusion" in meta.get("tasks", []) else []) + \
+             (["seg_head."] if "segmentation" in meta.get("tasks", []) else [])
+    for prefix in needed:
+        if not any(k.startswith(prefix) for k in tensors):
+            raise M2CofsError(f"has no {prefix.rstrip('.')} weights", path)
+    prepare_for_inference(net, device)
+    return LoadedModel(net, meta, cfg, path)
+
+
+def prepare_for_inference(net: torch.nn.Module, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Eval mode on ``device`` with ``channels_last_3d`` weights; on CUDA also cuDNN autotuning
+    (every window has the same shape)."""
+    device = torch.device(device)
+    net.eval().to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    net.to(memory_format=torch.channels_last_3d)
+    return net
+
+def fusion_head_kind(model: LoadedModel) -> str:
+    """``"image"`` or ``"weights"`` (networks without ψ count as ``"image"``)."""
+    return getattr(getattr(model.net, "fusion_head", None), "kind", "image")
+
+
