@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 
 from m2cofs.data.labels import CONVENTION_CHOICES
 from m2cofs.data.layouts import FORMATS
@@ -36,3 +37,13 @@ def resample_arg(text: str | None) -> str | None:
     if canon is None:
         raise M2CofsError(f"--resample-to: unknown modality {text!r}")
     return canon
+
+
+def run_command(name: str, argv: list[str]) -> int:
+    """Run the sub-command ``name`` from inside another command (``demo``), as ``m2cofs NAME
+    ARGV`` would: its own parser fills in the defaults. Errors and interrupts reach the caller,
+    so that the outer command reports them once and cleans up as one; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="m2cofs")
+    importlib.import_module(f"m2cofs.commands.{name}").add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args([name, *argv])
+    return int(args.func(args) or 0)

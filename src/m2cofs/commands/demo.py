@@ -8,6 +8,10 @@ its place (and the report says so). Well under a minute of prediction on two CPU
 ``--train``: the whole pipeline on phantoms instead: synth → data check → train (lite, all stages,
 a short schedule) on all but the last cases → predict the held-out ones → evaluate. A few CPU
 minutes, and not a good model (it says so).
+
+Each step is the library or the sub-command itself (:class:`m2cofs.inference.Predictor` for
+predict, :func:`~m2cofs.commands._common.run_command` for the others), not ``m2cofs.cli.main``:
+an error or an interrupt in a step stops the demo, and ``m2cofs`` reports it once.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import shutil
 import time
 from pathlib import Path
 
+from m2cofs.commands._common import run_command
 from m2cofs.errors import M2CofsError
 
 # A schedule that shows every stage working in a few CPU minutes (not a good model: raise it).
@@ -91,7 +96,7 @@ def _note_in_predict_json(pred: Path, note: str) -> None:
 
 def run_bundled(args: argparse.Namespace) -> int:
     from m2cofs.bundled import DEFAULT_MODEL, get_model
-    from m2cofs.cli import main as cli
+    from m2cofs.inference import Predictor
 
     out = Path(args.out)
     parts = ("data", "pred", "report")
@@ -106,7 +111,7 @@ def run_bundled(args: argparse.Namespace) -> int:
                 f"(held out from its 18 training cases; {case}).")
     else:
         _step(f"0/2 {held} not found under {args.data}: a synthetic phantom takes its place")
-        code = cli(["synth", str(data), "--cases", "1", "--size", "96", "--seed", str(args.seed)])
+        code = run_command("synth", [str(data), "--cases", "1", "--size", "96", "--seed", str(args.seed)])
         if code:
             return code
         case = next(p for p in data.iterdir() if p.is_dir())
@@ -114,12 +119,10 @@ def run_bundled(args: argparse.Namespace) -> int:
                 f"under {args.data}): the numbers say little about real MRI.")
     print(f"note: {note}")
     _step(f"1/2 predict {case.name} with the bundled model {model.name}")
-    code = cli(["predict", "--input", str(case), "--out", str(pred)])
-    if code:
-        return code
+    Predictor().predict_folder(case, pred)  # the default bundled model
     _note_in_predict_json(pred, note)
     _step("2/2 evaluate")
-    code = cli(["evaluate", "--pred", str(pred), "--data", str(case), "--out", str(report), "--quiet"])
+    code = run_command("evaluate", ["--pred", str(pred), "--data", str(case), "--out", str(report), "--quiet"])
     if code:
         return code
     print(f"\n== done in {time.time() - t_all:.0f} s")
@@ -131,7 +134,7 @@ def run_bundled(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if not args.train:
         return run_bundled(args)
-    from m2cofs.cli import main as cli
+    from m2cofs.inference import Predictor
 
     out = Path(args.out)
     if args.cases - args.holdout < 1 or args.holdout < 1:
@@ -142,13 +145,13 @@ def run(args: argparse.Namespace) -> int:
     timings = {}
 
     t = _step(f"1/5 synth: {args.cases} phantoms of size {args.size}")
-    code = cli(["synth", str(data), "--cases", str(args.cases), "--size", str(args.size), "--seed", str(args.seed)])
+    code = run_command("synth", [str(data), "--cases", str(args.cases), "--size", str(args.size), "--seed", str(args.seed)])
     timings["synth"] = time.time() - t
     if code:
         return code
 
     t = _step("2/5 data check")
-    code = cli(["data", "check", str(data)])
+    code = run_command("data", ["check", str(data)])
     timings["data check"] = time.time() - t
     if code:
         return code
@@ -157,25 +160,22 @@ def run(args: argparse.Namespace) -> int:
     held = ids[-args.holdout:]
     t = _step(f"3/5 train (lite, stages 0-3) on {len(ids) - len(held)} cases; held out: {', '.join(held)}")
     settings = [x for s in [*DEMO_SETTINGS, *args.set] for x in ("--set", s)]
-    code = cli(["train", "--data", str(data), "--out", str(run_dir), "--preset", "lite", "--exclude", ",".join(held),
-                *settings])
+    code = run_command("train", ["--data", str(data), "--out", str(run_dir), "--preset", "lite",
+                                 "--exclude", ",".join(held), *settings])
     timings["train"] = time.time() - t
     if code:
         return code
 
     t = _step("4/5 predict the held-out cases with the unified model")
-    code = cli(["predict", "--model", str(run_dir / "unified.ckpt"), "--input", str(data), "--out", str(pred),
-                "--ids", ",".join(held)])
+    Predictor(run_dir / "unified.ckpt").predict_folder(data, pred, ids=held)
     timings["predict"] = time.time() - t
-    if code:
-        return code
     smoke = ("demo --train: a model trained for a few CPU minutes on synthetic phantoms, to show every stage "
              "working; it is not a good model (expect low Dice). The bundled model is the one to use: m2cofs demo.")
     print(f"note: {smoke}")
     _note_in_predict_json(pred, smoke)
 
     t = _step("5/5 evaluate")
-    code = cli(["evaluate", "--pred", str(pred), "--data", str(data), "--out", str(report), "--quiet"])
+    code = run_command("evaluate", ["--pred", str(pred), "--data", str(data), "--out", str(report), "--quiet"])
     timings["evaluate"] = time.time() - t
     if code:
         return code

@@ -23,7 +23,9 @@ The package, one concept per module: :mod:`~m2cofs.inference.loading` (a model f
 :mod:`~m2cofs.inference.windows` (the network over a volume), :mod:`~m2cofs.inference.trunk`
 (``trunk="volume"``'s tiles), :mod:`~m2cofs.inference.postprocess` (probabilities → regions),
 :mod:`~m2cofs.inference.fusion_output` (the fused volume on the input grid) and
-:mod:`~m2cofs.inference.case` (one case, end to end). Every name is importable from
+:mod:`~m2cofs.inference.case` (one case, end to end), :mod:`~m2cofs.inference.predictor`
+(:class:`Predictor`: a model and its settings, for cases and whole folders, as ``m2cofs predict``)
+and :mod:`~m2cofs.inference.output_folder` (its staging folder). Every name is importable from
 ``m2cofs.inference`` itself.
 """
 
@@ -32,12 +34,15 @@ from __future__ import annotations
 from m2cofs.inference.case import CasePrediction, _check_preprocessing, match_case_to_model, predict_case
 from m2cofs.inference.fusion_output import compose_on_input_grid, detail_transfer_wanted, needs_source, transfer_detail
 from m2cofs.inference.loading import LoadedModel, fusion_head_kind, load_model, prepare_for_inference
+from m2cofs.inference.output_folder import STAGING_PREFIX
 from m2cofs.inference.postprocess import _keep_large_components, _postprocess_box, postprocess_regions, prob_to_regions
+from m2cofs.inference.predictor import Log, Predictor, print_log
 from m2cofs.inference.trunk import TRUNK_TILE_VOXELS, plan_trunk_tiles, trunk_over_volume
 from m2cofs.inference.windows import _buffer_device, predict_array
 
 __all__ = [
-    "CasePrediction", "LoadedModel", "TRUNK_TILE_VOXELS", "compose_on_input_grid", "detail_transfer_wanted",
-    "fusion_head_kind", "load_model", "match_case_to_model", "needs_source", "plan_trunk_tiles", "postprocess_regions",
-    "predict_array", "predict_case", "prepare_for_inference", "prob_to_regions", "transfer_detail", "trunk_over_volume",
+    "CasePrediction", "LoadedModel", "Log", "Predictor", "STAGING_PREFIX", "TRUNK_TILE_VOXELS",
+    "compose_on_input_grid", "detail_transfer_wanted", "fusion_head_kind", "load_model", "match_case_to_model",
+    "needs_source", "plan_trunk_tiles", "postprocess_regions", "predict_array", "predict_case",
+    "prepare_for_inference", "print_log", "prob_to_regions", "transfer_detail", "trunk_over_volume",
 ]

@@ -112,7 +112,8 @@ def _check_preprocessing(model: LoadedModel, case: PreparedCase, build: str) -> 
 def predict_case(model: LoadedModel, case: PreparedCase, out_convention: LabelConvention | None = None,
                  device: str | torch.device = "cpu", postprocess: bool | None = None,
                  source: Case | None = None, detail_transfer: str | None = None,
-                 trunk: str | None = None) -> CasePrediction:
+                 trunk: str | None = None, overlap: float | None = None, sw_batch_size: int | None = None,
+                 threshold: float = 0.5) -> CasePrediction:
     """Predict one preprocessed case and bring the results back to its original grid.
 
     ``source`` (the case as loaded, before preprocessing): with a ``weights`` fusion head the
@@ -120,7 +121,8 @@ def predict_case(model: LoadedModel, case: PreparedCase, out_convention: LabelCo
     with an ``image`` head it lets the fused volume take back the detail finer than the model
     grid (:func:`transfer_detail`), as ``detail_transfer`` (default: the model's
     ``inference.detail_transfer``) asks. Without it the fused volume is the model grid's,
-    resampled. ``trunk`` as for :func:`predict_array`. The case is first matched to the
+    resampled. ``trunk``, ``overlap`` and ``sw_batch_size`` as for :func:`predict_array`;
+    ``threshold`` on the region probabilities (:func:`prob_to_regions`). The case is first matched to the
     model's modalities and preprocessing (:func:`match_case_to_model`; notes in ``info["notes"]``)."""
     t0 = time.time()
     case, source, notes = match_case_to_model(model, case, source)
@@ -129,7 +131,7 @@ def predict_case(model: LoadedModel, case: PreparedCase, out_convention: LabelCo
         raise M2CofsError(f"--labels {conv.name} has regions {list(conv.regions)} but the model predicts {model.meta['regions']}")
     from m2cofs import inference  # the package's predict_array: the one a caller may have replaced
 
-    raw = inference.predict_array(model, case.image, device, trunk=trunk)
+    raw = inference.predict_array(model, case.image, device, trunk=trunk, overlap=overlap, sw_batch_size=sw_batch_size)
     fused = label = None
     info: dict[str, Any] = {"notes": notes} if notes else {}
     weights = raw.pop("fusion_weights", None)
@@ -146,7 +148,7 @@ def predict_case(model: LoadedModel, case: PreparedCase, out_convention: LabelCo
         if info["detail_transfer"]:
             fused = transfer_detail(fused, case, source, model.preprocessing)
     if "seg_prob" in raw:
-        regions = prob_to_regions(raw.pop("seg_prob"), case.meta)
+        regions = prob_to_regions(raw.pop("seg_prob"), case.meta, threshold)
         inf = model.config.inference
         do_pp = inf.postprocess if postprocess is None else postprocess
         if do_pp:

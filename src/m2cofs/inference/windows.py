@@ -14,7 +14,7 @@ from m2cofs.inference.trunk import TRUNK_TILE_VOXELS, trunk_over_volume
 @torch.inference_mode()
 def predict_array(model: LoadedModel, image: np.ndarray, device: str | torch.device = "cpu",
                   tasks: list[str] | None = None, sw_batch_size: int | None = None, trunk: str | None = None,
-                  tile_voxels: int = TRUNK_TILE_VOXELS) -> dict[str, np.ndarray]:
+                  tile_voxels: int = TRUNK_TILE_VOXELS, overlap: float | None = None) -> dict[str, np.ndarray]:
     """Sliding-window prediction on a preprocessed (C, X, Y, Z) array.
 
     Returns ``fused`` (X, Y, Z) and/or ``seg_prob`` (R, X, Y, Z) on the same grid (with a
@@ -31,6 +31,9 @@ def predict_array(model: LoadedModel, image: np.ndarray, device: str | torch.dev
     fusion metrics on the shared real cases. Segmentation, though, is much worse from
     whole-volume features, even with a head trained on them: the blend of overlapping windows is
     worth more to it than the context (``results/README.md``). Use it for fusion.
+
+    ``sw_batch_size`` and ``overlap`` of the sliding window default to the model's
+    ``inference`` settings.
     """
     from monai.inferers import sliding_window_inference
 
@@ -44,7 +47,7 @@ def predict_array(model: LoadedModel, image: np.ndarray, device: str | torch.dev
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
     n_regions = len(model.meta.get("regions", [0] * 3))
     window = dict(roi_size=tuple(cfg.data.patch_size), sw_batch_size=sw_batch_size or cfg.inference.sw_batch_size,
-                  overlap=cfg.inference.overlap, mode="gaussian", padding_mode="constant", cval=0.0, sw_device=device)
+                  overlap=cfg.inference.overlap if overlap is None else overlap, mode="gaussian", padding_mode="constant", cval=0.0, sw_device=device)
 
     def run(fn, patch: torch.Tensor):
         """``fn`` on a patch moved to the compute device, in channels_last_3d, under autocast on CUDA."""
