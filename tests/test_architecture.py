@@ -29,12 +29,10 @@ LAYERS: list[tuple[str, ...]] = [
 
 
 # Known, dated exceptions still to fix under #17: the tests fail when one is fixed too, so that
-# the entry is removed then. compare predicts through `m2cofs.cli.main` until it uses the
-# Predictor of the inference package. The Predictor's predict_folder writes predict.json's model
+# the entry is removed then. The Predictor's predict_folder writes predict.json's model
 # provenance and the case previews with reporting's model_provenance and save_case_preview until
 # those move below inference (neither needs anything above the data layer).
-PENDING_UPWARD_IMPORTS = {("m2cofs.compare", "m2cofs.cli"),
-                          *(("m2cofs.inference.predictor", t) for t in ("m2cofs.reporting", "m2cofs.reporting.provenance",
+PENDING_UPWARD_IMPORTS = {*(("m2cofs.inference.predictor", t) for t in ("m2cofs.reporting", "m2cofs.reporting.provenance",
                                                                          "m2cofs.reporting.previews"))}
 
 

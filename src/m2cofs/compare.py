@@ -174,17 +174,11 @@ class FoldContext:
 
 # ------------------------------------------------------------------------------------ predictors
 def _predict_model(model_path: Path, ctx: FoldContext, out: Path) -> None:
-    from m2cofs.cli import main
+    """The held-out cases of a fold predicted as ``m2cofs predict`` does, through the Predictor."""
+    from m2cofs.inference import Predictor
 
-    args = ["predict", "--model", str(model_path), "--input", ctx.opts.data, "--out", str(out), "--ids",
-            ",".join(ctx.fold.test_ids), "--no-preview", "--overwrite"]
-    if ctx.opts.format != "auto":
-        args += ["--format", ctx.opts.format]
-    if not ctx.opts.progress:
-        args.append("--no-progress")
-    code = main(args)
-    if code:
-        raise M2CofsError(f"predicting with {model_path} failed (exit {code})")
+    Predictor(model_path, progress=ctx.opts.progress).predict_folder(
+        ctx.opts.data, out, format=ctx.opts.format, ids=list(ctx.fold.test_ids), overwrite=True, preview=False)
 
 
 def _predict_classical(name: str, ctx: FoldContext, out: Path) -> None:
