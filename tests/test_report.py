@@ -25,7 +25,7 @@ from m2cofs.data.labels import CONVENTIONS
 from m2cofs.evaluation import evaluate
 from m2cofs.reporting.html import boxplots_png, fmt
 from m2cofs.reporting.plots import distribution_png, style_caption
-from m2cofs.reporting.previews import (
+from m2cofs.previews import (
     REGION_COLOURS,
     region_colours,
     render_case_preview_png,
@@ -156,7 +156,8 @@ def test_model_provenance_for_predict_json(tmp_path):
     import torch
 
     from m2cofs.checkpoint import save_model_file, sha256_file
-    from m2cofs.reporting.provenance import model_provenance, provenance_from_predict
+    from m2cofs.inference.provenance import model_provenance
+    from m2cofs.reporting.provenance import provenance_from_predict
 
     run = tmp_path / "run"
     path = save_model_file(run / "unified.ckpt", {"w": torch.zeros(2)},

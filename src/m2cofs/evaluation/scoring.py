@@ -134,7 +134,7 @@ def evaluate_case(job: CaseJob) -> CaseResult:
     # segmentation columns first, then fusion (the order of metrics.csv)
     res.values = dict(sorted(res.values.items(), key=lambda kv: not kv[0].startswith(("Dice/", "HD95/"))))
     if job.preview:
-        from m2cofs.reporting.previews import render_case_preview_png
+        from m2cofs.previews import render_case_preview_png
 
         res.preview = render_case_preview_png(sources, fused, seg, job.convention, gt=case.label,
                                               title=case.id, affine=case.affine)

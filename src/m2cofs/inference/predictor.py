@@ -166,7 +166,7 @@ class Predictor:
         and ``out`` too where this call created it."""
         from m2cofs.data.dataset import MultiModalDataset
         from m2cofs.io import atomic_write_json, is_inside
-        from m2cofs.reporting.provenance import model_provenance
+        from m2cofs.inference.provenance import model_provenance
 
         model, conv = self.model, self.convention
         out = Path(out)
@@ -254,7 +254,7 @@ class Predictor:
         if pred.label is not None:
             save_nifti(folder / f"{case.id}_seg.nii.gz", pred.label, aff, header, dtype=np.uint8)
         if preview:
-            from m2cofs.reporting.previews import save_case_preview
+            from m2cofs.previews import save_case_preview
 
             sources = restore(case.image, case.meta, "image")
             save_case_preview(folder / f"{case.id}_preview.png", dict(zip(self.model.modalities, sources)), pred.fused,

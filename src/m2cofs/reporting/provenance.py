@@ -1,56 +1,25 @@
-"""Which model made the predictions: recorded by ``m2cofs predict``, shown by the report.
+"""Which model made the predictions, as the report shows it.
 
-:func:`model_provenance` is what ``m2cofs predict`` writes into ``OUT/predict.json`` about the
-model: its path, the SHA-256 of the model file (checked against the sidecar when it was loaded),
-its kind and preset, the m2cofs version that wrote it, the training data (folder and number of
-cases) and the git commit of the code, each where the model's sidecar (or the ``run.json`` of
-the run folder it sits in) records it, else ``None``. :func:`provenance_from_predict` reads the
-same fields back for ``summary.json`` and the report's Provenance section.
+``m2cofs predict`` records the model's provenance in ``predict.json``
+(:func:`m2cofs.inference.provenance.model_provenance`); :func:`provenance_from_predict` reads
+those fields back for ``summary.json`` and the report's Provenance section, and :data:`LABELS`
+names them there.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
-FIELDS = ("model_name", "model", "model_sha256", "model_kind", "preset", "model_version", "training_data", "training_cases",
-          "git_commit")
+from m2cofs.inference.provenance import FIELDS
+
 LABELS = {
     "model_name": "Bundled model", "model": "Model file", "model_sha256": "SHA-256 of the model file", "model_kind": "Model kind",
     "preset": "Preset", "model_version": "m2cofs version that wrote the model",
     "training_data": "Training data (folder)", "training_cases": "Training cases", "git_commit": "Git commit",
 }
 
-
-def _run_json(model: Path, trained_on: list) -> dict[str, Any]:
-    """The ``run.json`` beside the model, if it describes this model's training (same cases)."""
-    path = model.parent / "run.json"
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {}
-    if not isinstance(info, dict) or (trained_on and info.get("cases") != list(trained_on)):
-        return {}
-    return info
-
-
-def model_provenance(path, meta: Mapping[str, Any]) -> dict[str, Any]:
-    """The model's provenance for ``predict.json`` (see the module docstring)."""
-    model = Path(path).resolve()
-    trained_on = meta.get("trained_on") or []
-    run = _run_json(model, trained_on)
-    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-    return {
-        "model": str(model),
-        "model_sha256": meta.get("sha256"),
-        "model_kind": meta.get("kind"),
-        "preset": meta.get("preset") or config.get("preset"),
-        "model_version": meta.get("version"),
-        "training_data": meta.get("training_data") or run.get("data"),
-        "training_cases": len(trained_on) if trained_on else (len(run["cases"]) if run.get("cases") else None),
-        "git_commit": meta.get("git_commit") or run.get("git_commit"),
-    }
+__all__ = ["FIELDS", "LABELS", "provenance_from_predict"]
 
 
 def provenance_from_predict(info: Mapping[str, Any] | None, where: Path) -> dict[str, Any]:

@@ -234,7 +234,7 @@ def cases_section(results: Sequence[Any], columns: Sequence[str], convention: La
 
 
 def legend(convention: LabelConvention) -> str:
-    from m2cofs.reporting.previews import REGION_COLOURS
+    from m2cofs.previews import REGION_COLOURS
 
     names = {"#2ecc40": "green", "#ff4136": "red", "#ffdc00": "yellow", "#39a0ff": "blue",
              "#ff9f1c": "orange", "#e040fb": "magenta"}
