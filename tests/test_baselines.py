@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from conftest import tiny_prepared_cases
+from conftest import tiny_model_config, tiny_prepared_cases
 from m2cofs.baselines import (CLASSICAL_FUSION, JointTask, PeerTask, average, build_peer, diagonal_fisher,
                               fisher_merging, fuse_laplacian, fuse_max, fuse_mean, fuse_pca, make_continual_task,
                               shared_initialisation, task_arithmetic, ties_merging)
@@ -21,13 +21,12 @@ from m2cofs.baselines.merging import trim_top_magnitude
 from m2cofs.config import TrainConfig
 from m2cofs.data.labels import CONVENTIONS
 from m2cofs.data.preprocess import PreparedCase
-from m2cofs.models import M2CoFSNet, ModelConfig
+from m2cofs.models import M2CoFSNet
 from m2cofs.training.distributed import DistInfo
 from m2cofs.training.engine import LoopSettings, StageTask, run_loop
 from m2cofs.training.patches import PatchDataset
 
-TINY = ModelConfig(feature_channels=4, embed_dim=6, depths=(1,), num_heads=(2,), window_size=4, fusion_growth=4,
-                   fusion_channels=4, seg_head="unet", seg_feature_size=4)
+TINY = tiny_model_config(fusion_head="image")  # the tiny preset's network with the paper's ψ
 PATCH = (32, 32, 32)
 
 

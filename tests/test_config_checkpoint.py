@@ -26,6 +26,23 @@ def test_presets_have_the_papers_values():
     assert lite.model.embed_dim < paper.model.embed_dim and lite.data.spacing == (2.0, 2.0, 2.0)
 
 
+def test_tiny_preset_is_lite_with_only_its_own_changes():
+    """``tiny`` extends lite: every key it does not name is lite's, and it says it is tiny."""
+    import yaml
+    from importlib import resources
+
+    lite, tiny = load_config("lite").to_dict(), load_config("tiny").to_dict()
+    own = yaml.safe_load(resources.files("m2cofs.configs").joinpath("tiny.yaml").read_text(encoding="utf-8"))
+    assert own.pop("extends") == "lite" and own.pop("preset") == "tiny" and tiny["preset"] == "tiny"
+    for section in ("model", "data", "train", "inference"):
+        for key, value in tiny[section].items():
+            expected = own.get(section, {}).get(key, lite[section][key])
+            if isinstance(expected, dict):
+                expected = {**lite[section][key], **expected}
+            assert value == (list(expected) if isinstance(expected, tuple) else expected), f"{section}.{key}"
+    assert tiny["model"]["feature_channels"] < lite["model"]["feature_channels"] and tiny["data"]["spacing"] is None
+
+
 def test_overrides_and_files(tmp_path):
     cfg = load_config("lite", overrides=["train.epochs.stage1=3", "train.manifold=euclidean", "data.spacing=null"])
     assert cfg.train.epochs["stage1"] == 3 and cfg.train.epochs["stage2"] == load_config("lite").train.epochs["stage2"]

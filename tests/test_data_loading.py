@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 import shutil
 
-import nibabel as nib
+import bad_inputs as bad
 import numpy as np
 import pytest
 from conftest import make_case, write_nifti
@@ -37,87 +36,11 @@ def test_check_good_dataset(tiny_dataset, capsys):
     assert "t1ce,flair" in rows[0] and "20x22x18" in rows[0] and "ok" in rows[0]
 
 
-# Each bad input: (how to make it, text the error must contain, exit code).
-def _missing_modality(root):
-    make_case(root, "good", modalities=("t1ce", "flair"))
-    make_case(root, "bad", modalities=("t1ce",))
-    return root / "bad", "no flair image"
-
-
-def _truncated(root):
-    folder = make_case(root, "bad")
-    f = folder / "bad_flair.nii.gz"
-    data = f.read_bytes()
-    f.write_bytes(data[: len(data) // 2])
-    return f, "truncated or corrupt"
-
-
-def _not_gzip(root):
-    folder = make_case(root, "bad")
-    f = folder / "bad_flair.nii.gz"
-    f.write_bytes(b"this is not gzip at all" * 20)
-    return f, "not"
-
-
-def _not_nifti(root):
-    folder = make_case(root, "bad")
-    f = folder / "bad_flair.nii.gz"
-    with gzip.open(f, "wb") as fh:
-        fh.write(b"\x00" * 400)
-    return f, "not a NIfTI file"
-
-
-def _nan(root):
-    folder = make_case(root, "bad")
-    v = np.ones((20, 22, 18), np.float32)
-    v[3, 3, 3] = np.nan
-    v[4, 4, 4] = np.inf
-    write_nifti(folder / "bad_flair.nii.gz", v)
-    return folder / "bad_flair.nii.gz", "2 NaN/Inf voxel(s)"
-
-
-def _all_zero(root):
-    folder = make_case(root, "bad")
-    write_nifti(folder / "bad_t1ce.nii.gz", np.zeros((20, 22, 18), np.float32))
-    return folder / "bad_t1ce.nii.gz", "all-zero volume"
-
-
-def _four_d(root):
-    folder = make_case(root, "bad")
-    write_nifti(folder / "bad_t1ce.nii.gz", np.ones((20, 22, 18, 3), np.float32))
-    return folder / "bad_t1ce.nii.gz", "4-D with shape (20, 22, 18, 3), expected a 3-D volume"
-
-
-def _shape_mismatch(root):
-    folder = make_case(root, "bad")
-    write_nifti(folder / "bad_t1ce.nii.gz", np.ones((20, 22, 17), np.float32) + np.arange(17))
-    return folder, "bad_flair.nii.gz is on grid (20, 22, 18)"
-
-
-def _affine_mismatch(root):
-    folder = make_case(root, "bad")
-    aff = np.diag([1.0, 1.0, 2.0, 1.0])
-    img = nib.load(str(folder / "bad_flair.nii.gz"))
-    write_nifti(folder / "bad_flair.nii.gz", np.asarray(img.dataobj), aff)
-    return folder, "--resample-to"
-
-
-def _bad_labels(root):
-    make_case(root, "bad", label_values=(0, 7, 2, 4))
-    return root / "bad" / "bad_seg.nii.gz", "label values [7] are not in the brats2017 convention"
-
-
-def _empty(root):
-    root.mkdir(parents=True)
-    return root, "empty"
-
-
-@pytest.mark.parametrize("maker", [_missing_modality, _truncated, _not_gzip, _not_nifti, _nan, _all_zero, _four_d,
-                                   _shape_mismatch, _affine_mismatch, _bad_labels, _empty])
+@pytest.mark.parametrize("maker", bad.ALL, ids=[m.__name__ for m in bad.ALL])
 def test_bad_input_named_and_nonzero(tmp_path, capsys, maker):
     root = tmp_path / "data"
     where, text = maker(root)
-    extra = ["--labels", "brats2017"] if maker is _bad_labels else []
+    extra = ["--labels", "brats2017"] if maker is bad.bad_labels else []
     code, out, err = run_check(root, capsys, *extra)
     assert code != 0
     msg = out + err

@@ -14,17 +14,16 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from conftest import tiny_prepared_cases
+from conftest import tiny_model_config, tiny_prepared_cases
 from m2cofs.data.labels import CONVENTIONS
 from m2cofs.data.preprocess import PreparedCase
-from m2cofs.models import M2CoFSNet, ModelConfig
+from m2cofs.models import M2CoFSNet
 from m2cofs.training.distributed import DistInfo
 from m2cofs.training.engine import LoopSettings, read_log, run_loop
 from m2cofs.training.patches import PatchDataset
 from m2cofs.training.stage1_independent import SegmentationTask
 
-TINY = ModelConfig(feature_channels=4, embed_dim=6, depths=(1,), num_heads=(2,), window_size=4, fusion_growth=4,
-                   fusion_channels=4, seg_head="unet", seg_feature_size=4)
+TINY = tiny_model_config(fusion_head="image")  # the tiny preset's network with the paper's ψ
 
 
 def _cases() -> list[PreparedCase]:
@@ -82,11 +81,7 @@ def test_torchrun_cli_smoke(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--tee", "3",
            "-m", "m2cofs",
            "train", "--data", str(data), "--out", str(tmp_path / "run"), "--stages", "0", "--no-progress",
-           *[x for s in ("model.feature_channels=4", "model.embed_dim=6", "model.depths=[1]", "model.num_heads=[2]",
-                         "model.window_size=4", "model.fusion_growth=4", "model.fusion_channels=4",
-                         "model.seg_head=unet", "model.seg_feature_size=4", "data.spacing=null",
-                         "data.patch_size=[32,32,32]", "data.batch_size=1", "train.epochs.stage0=1")
-             for x in ("--set", s)]]
+           "--preset", "tiny", "--set", "data.batch_size=1", "--set", "data.samples_per_case=4"]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert (tmp_path / "run" / "stages" / "stage0_autoencoder.safetensors").is_file()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import tiny_inference_model
 
 from m2cofs.data.labels import get_convention
 from m2cofs.data.loading import Case, foreground_mask
@@ -133,11 +134,10 @@ def _with_t2(case):
 def test_predict_case_reorders_swapped_modalities_and_narrows_a_superset():
     """A case in flair, t1ce order (or with a t2 besides) gives the model's t1ce, flair result,
     not the swapped channels' or a bare ValueError."""
-    from test_performance import _tiny_model
 
     from m2cofs.inference import predict_case
 
-    model = _tiny_model()
+    model = tiny_inference_model()
     case = preprocess_case(_case(), PreprocessConfig())
     ref = predict_case(model, case, postprocess=False)
     assert "notes" not in ref.info
@@ -154,12 +154,11 @@ def test_predict_case_names_the_missing_modality():
     import dataclasses
 
     from conftest import tiny_prepared_cases
-    from test_performance import _tiny_model
 
     from m2cofs.errors import M2CofsError
     from m2cofs.inference import predict_case
 
-    model = _tiny_model()
+    model = tiny_inference_model()
     case = tiny_prepared_cases(n=1)[0]
     case.meta = dataclasses.replace(case.meta, modalities=["t1ce", "t2"])
     with pytest.raises(M2CofsError) as exc:
@@ -171,12 +170,11 @@ def test_predict_case_names_the_missing_modality():
 def test_predict_case_refuses_other_preprocessing_and_dataset_builds_the_matching_one(tiny_dataset):
     """A case prepared on another grid (or with another intensity scaling) than the model's sidecar
     says is refused with what differs; ``model.dataset(path)`` builds the dataset that fits."""
-    from test_performance import _tiny_model
 
     from m2cofs.errors import M2CofsError
     from m2cofs.inference import match_case_to_model
 
-    model = _tiny_model()
+    model = tiny_inference_model()
     model.meta["modalities"] = ["flair", "t1ce"]
     model.meta["preprocessing"] = PreprocessConfig(spacing=(2.0, 2.0, 2.0)).to_dict()
     src = _case()

@@ -7,13 +7,14 @@ import dataclasses
 import pytest
 import torch
 
+from conftest import tiny_model_config
+
 from m2cofs.models import M2CoFSNet, ModelConfig, seg_head_names
 from m2cofs.models.blocks import count_parameters
 from m2cofs.models.fusion_module import DenseFusion
 from m2cofs.models.weight_generator import WeightGenerator
 
-TINY = ModelConfig(feature_channels=4, embed_dim=6, depths=(1,), num_heads=(2,), window_size=4, fusion_growth=4,
-                   fusion_channels=4, seg_head="unet", seg_feature_size=4)
+TINY = tiny_model_config(fusion_head="image")  # the tiny preset's network with the paper's ψ
 
 
 def test_paper_sized_fusion_module_has_145k_parameters():
@@ -60,9 +61,9 @@ def test_one_pass_gives_both_outputs(n_mod):
 @pytest.mark.parametrize("head", ["swinunetr", "unetr", "segresnet", "unet"])
 def test_every_segmentation_head_plugs_in(head):
     assert head in seg_head_names()
-    cfg = ModelConfig(feature_channels=4, embed_dim=6, depths=(1,), num_heads=(2,), window_size=4, fusion_growth=4,
-                      fusion_channels=4, seg_head=head, seg_feature_size={"swinunetr": 12, "unetr": 12, "segresnet": 8}.get(head, 4),
-                      seg_depths=(1, 1, 1, 1), seg_num_heads=(1, 1, 2, 2), seg_window_size=4)
+    cfg = tiny_model_config(fusion_head="image", seg_head=head,
+                            seg_feature_size={"swinunetr": 12, "unetr": 12, "segresnet": 8}.get(head, 4),
+                            seg_depths=(1, 1, 1, 1), seg_num_heads=(1, 1, 2, 2), seg_window_size=4)
     net = M2CoFSNet(2, 3, cfg, (64, 64, 32))
     with torch.no_grad():
         out = net(torch.rand(1, 2, 64, 64, 32), tasks=("segmentation",))

@@ -11,28 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_prepared_cases
-from m2cofs.config import load_config
+from conftest import tiny_inference_model, tiny_model_config, tiny_prepared_cases
 from m2cofs.data.labels import get_convention
 from m2cofs.data.preprocess import CaseMeta, PreparedCase, restore
-from m2cofs.inference import (LoadedModel, _postprocess_box, plan_trunk_tiles, postprocess_regions, predict_array, predict_case,
+from m2cofs.inference import (_postprocess_box, plan_trunk_tiles, postprocess_regions, predict_array, predict_case,
                               prob_to_regions)
 from m2cofs.models import M2CoFSNet
-
-TINY = ["model.feature_channels=4", "model.embed_dim=6", "model.num_heads=[2,2]", "model.window_size=4",
-        "model.fusion_growth=4", "model.fusion_channels=4", "model.seg_feature_size=12", "model.seg_window_size=2",
-        "data.patch_size=[64,32,32]", "inference.sw_batch_size=2",
-        "model.fusion_head=image", "model.seg_head=swinunetr"]  # the paths these tests were written for; weights head below
-
-
-def _tiny_model(tasks=("fusion", "segmentation"), extra=()) -> LoadedModel:
-    cfg = load_config("lite", overrides=TINY + list(extra))
-    torch.manual_seed(0)
-    net = M2CoFSNet(2, 3, cfg.model, tuple(cfg.data.patch_size)).eval()
-    meta = {"tasks": list(tasks), "modalities": ["t1ce", "flair"], "regions": ["ET", "TC", "WT"],
-            "label_convention": "brats2013"}
-    return LoadedModel(net, meta, cfg, None)
-
 
 def _meta(original, box, shape) -> CaseMeta:
     """A case read from an LPS-like file: x flipped, y and z swapped on the way to RAS; cropped to
@@ -49,7 +33,7 @@ def _meta(original, box, shape) -> CaseMeta:
 
 def test_inference_attention_path_matches_training_path():
     """Under inference_mode the Swin attention runs as fused SDPA; same outputs as with autograd."""
-    model = _tiny_model()
+    model = tiny_inference_model()
     x = torch.rand(2, 2, 64, 32, 32)
     with torch.inference_mode():
         fast = model.net(x)
@@ -94,7 +78,7 @@ def test_postprocess_in_bounding_box_equals_whole_volume(seed):
 
 @pytest.mark.parametrize("head", ["image", "weights"])
 def test_predict_array_runs_only_the_asked_for_heads(head):
-    model = _tiny_model(extra=[f"model.fusion_head={head}"])
+    model = tiny_inference_model(extra=[f"model.fusion_head={head}"])
     fusion_keys = {"fused"} if head == "image" else {"fused", "fusion_weights"}
     calls = {"fusion_head": 0, "seg_head": 0}
     for name in calls:
@@ -144,7 +128,7 @@ def test_volume_trunk_tiles_give_the_one_pass_result(depths):
     """trunk="volume": Φ → F → ψ tile by tile equals one pass over the whole (padded) volume, and
     φ then runs in the sliding window over those features."""
     heads = "[2,2]" if depths == "[1,1]" else "[2]"
-    model = _tiny_model(extra=[f"model.depths={depths}", f"model.num_heads={heads}"])
+    model = tiny_inference_model(extra=[f"model.depths={depths}", f"model.num_heads={heads}"])
     image = np.random.default_rng(1).random((2, 150, 75, 37)).astype(np.float32)
     align, halo = model.net.trunk_geometry()
     assert (align, halo) == ((8, 24) if depths == "[1,1]" else (8, 32))
@@ -164,7 +148,7 @@ def test_volume_trunk_tiles_give_the_one_pass_result(depths):
 
 
 def test_volume_trunk_runs_phi_and_psi_once_per_tile():
-    model = _tiny_model()
+    model = tiny_inference_model()
     calls = {"encoders": 0, "fusion_head": 0, "seg_head": 0}
     model.net.encoders[0].register_forward_hook(lambda m, i, o: calls.__setitem__("encoders", calls["encoders"] + 1))
     for name in ("fusion_head", "seg_head"):
@@ -183,7 +167,7 @@ def test_original_grid_memory_is_a_few_bytes_per_voxel(monkeypatch):
     map it returns; restoring the three region probabilities as float32 alone would take 12."""
     import m2cofs.inference as inference
 
-    model = _tiny_model()
+    model = tiny_inference_model()
     meta = _meta((160, 150, 96), ((10, 150), (5, 91), (8, 136)), (70, 43, 64))
     image = np.zeros((2, *meta.shape), np.float32)
     case = PreparedCase("c", image, np.ones(meta.shape, bool), None, meta)
@@ -207,14 +191,12 @@ def test_original_grid_memory_is_a_few_bytes_per_voxel(monkeypatch):
 # ------------------------------------------------------------------------------------ training
 def _loop_run(run_dir, workers=0, channels_last=None, stop_after=None):
     from m2cofs.data.labels import CONVENTIONS
-    from m2cofs.models import ModelConfig
     from m2cofs.training.distributed import DistInfo
     from m2cofs.training.engine import LoopSettings, run_loop
     from m2cofs.training.patches import PatchDataset
     from m2cofs.training.stage1_independent import SegmentationTask
 
-    tiny = ModelConfig(feature_channels=4, embed_dim=6, depths=(1,), num_heads=(2,), window_size=4, fusion_growth=4,
-                       fusion_channels=4, seg_head="unet", seg_feature_size=4)
+    tiny = tiny_model_config(fusion_head="image")
     cases = tiny_prepared_cases(36)
     torch.manual_seed(0)
     net = M2CoFSNet(2, 3, tiny, (32, 32, 32))

@@ -21,24 +21,12 @@ import sys
 import time
 from pathlib import Path
 
+import bad_inputs as bad
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_RUN, make_case, write_nifti
-from test_data_loading import (
-    _affine_mismatch,
-    _all_zero,
-    _bad_labels,
-    _empty,
-    _four_d,
-    _missing_modality,
-    _nan,
-    _not_gzip,
-    _not_nifti,
-    _shape_mismatch,
-    _truncated,
-)
+from conftest import TINY_PRESET, TINY_RUN, TINY_RUN_ARGS, make_case, write_nifti
 
 from m2cofs.checkpoint import save_model_file, sha256_file, sidecar_path
 from m2cofs.cli import main
@@ -51,8 +39,8 @@ from m2cofs.models.network import M2CoFSNet
 from m2cofs.training.engine import load_training_state
 from m2cofs.training.pipeline import TrainOptions, train
 
-TINY = TINY_RUN  # a few seconds of training
-SETS = [x for s in TINY for x in ("--set", s)]
+TINY = TINY_RUN  # a few seconds of training (on the tiny preset)
+SETS = TINY_RUN_ARGS
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -70,7 +58,7 @@ def snapshot(root: Path) -> list:
 def make_model(path: Path, modalities=("t1ce", "flair"), convention="brats2017", overrides=TINY, seed=0,
                meta_extra: dict | None = None) -> Path:
     """An (untrained) model file as ``m2cofs train`` writes it."""
-    cfg = load_config("lite", overrides=list(overrides))
+    cfg = load_config(TINY_PRESET, overrides=list(overrides))
     conv = get_convention(convention)
     torch.manual_seed(seed)
     net = M2CoFSNet(len(modalities), len(conv.regions), cfg.model, tuple(cfg.data.patch_size))
@@ -128,15 +116,15 @@ def _datalist_bad_id(root):
     return root / "datalist.json", "must be a plain name"
 
 
-MAKERS = [_missing_modality, _extra_modality, _truncated, _not_gzip, _not_nifti, _four_d, _nan, _all_zero,
-          _shape_mismatch, _affine_mismatch, _bad_labels, _empty, _duplicate_ids, _datalist_escape, _datalist_bad_id]
+MAKERS = [bad.missing_modality, _extra_modality, bad.truncated, bad.not_gzip, bad.not_nifti, bad.four_d, bad.nan, bad.all_zero,
+          bad.shape_mismatch, bad.affine_mismatch, bad.bad_labels, bad.empty, _duplicate_ids, _datalist_escape, _datalist_bad_id]
 # predict ignores label files, so a label outside the convention is not its concern
-NOT_FOR = {"predict": {_bad_labels}, "evaluate": set()}
+NOT_FOR = {"predict": {bad.bad_labels}, "evaluate": set()}
 
 
 def _dataset(tmp_path: Path, maker):
     root = tmp_path / "data"
-    if maker not in (_empty, _datalist_escape, _datalist_bad_id):
+    if maker not in (bad.empty, _datalist_escape, _datalist_bad_id):
         make_case(root, "aaa", seed=7)  # a good case first: the failure comes after some work was done
     where, text = maker(root)
     data = root / "datalist.json" if (root / "datalist.json").exists() else root
@@ -167,7 +155,7 @@ MATRIX = [(c, m) for m in MAKERS for c in COMMANDS if m not in NOT_FOR.get(c, ()
 def test_bad_input_matrix(tmp_path, capsys, monkeypatch, model, command, maker):
     monkeypatch.setattr(os, "cpu_count", lambda: 1)  # preprocess in-process: no worker start-up per case
     root, data, where, text = _dataset(tmp_path, maker)
-    labels = ["--labels", "brats2017"] if maker is _bad_labels else []
+    labels = ["--labels", "brats2017"] if maker is bad.bad_labels else []
     out = tmp_path / "out"
     before = snapshot(root)
     if command == "train":
@@ -518,15 +506,9 @@ def small_tmpfs(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-@pytest.fixture(scope="module")
-def synth32(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synth32") / "data"
-    assert main(["synth", str(root), "--cases", "2", "--size", "32", "--seed", "1", "--modalities", "t1ce,flair"]) == 0
-    return root
-
-
 def _opts(data, out, cache, **kw) -> TrainOptions:
-    return TrainOptions(data=str(data), out=str(out), overrides=list(TINY), progress=False, cache_dir=str(cache), **kw)
+    return TrainOptions(data=str(data), out=str(out), preset=TINY_PRESET, overrides=list(TINY), progress=False,
+                        cache_dir=str(cache), **kw)
 
 
 def test_full_disk_during_training_real_tmpfs(small_tmpfs, synth32, tmp_path, capsys, monkeypatch):

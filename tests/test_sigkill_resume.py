@@ -25,22 +25,20 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_RUN
+from conftest import TINY_RUN_ARGS
 from m2cofs.checkpoint import load_model_file, load_tensors
 from m2cofs.cli import main
 from m2cofs.io import is_temp_name
 
-TINY = TINY_RUN  # 22 optimiser steps over the four stages, a checkpoint after every step
 KILLS = int(os.environ.get("M2COFS_KILLS", "6"))  # SIGKILLs per test run (raise for a longer local run)
 KILL_SEED = int(os.environ.get("M2COFS_KILL_SEED", "20240607"))
 MODEL_FILES = ("unified.ckpt", "fusion_specialist.ckpt", "seg_specialist.ckpt")
 
 
 def _train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
-    cmd = [sys.executable, "-m", "m2cofs", "train", "--data", str(data), "--out", str(out), "--no-progress", *extra]
-    for s in TINY:
-        cmd += ["--set", s]
-    return cmd
+    # the tiny preset's TINY_RUN: 22 optimiser steps over the four stages, a checkpoint after every step
+    return [sys.executable, "-m", "m2cofs", "train", "--data", str(data), "--out", str(out), "--no-progress", *extra,
+            *TINY_RUN_ARGS]
 
 
 def _start(cmd: list[str], log: Path) -> subprocess.Popen:
@@ -58,10 +56,8 @@ def _run_to_end(cmd: list[str], log: Path, timeout: float = 300) -> float:
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("sk") / "data"
-    assert main(["synth", str(root), "--cases", "2", "--size", "32", "--seed", "1", "--modalities", "t1ce,flair"]) == 0
-    return root
+def synth(synth32) -> Path:
+    return synth32
 
 
 @pytest.fixture(scope="module")

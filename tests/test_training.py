@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_PRESET
 
 from m2cofs.checkpoint import load_model_file
 from m2cofs.cli import main
@@ -21,13 +22,10 @@ from m2cofs.models import M2CoFSNet
 from m2cofs.training.engine import read_log
 from m2cofs.training.pipeline import TrainOptions, train
 
-# A CPU-tiny network and schedule: the same code paths as the presets, a fraction of the cost.
+# The tiny preset, trained long enough that the stages' effects show.
 TINY = [
-    "model.feature_channels=4", "model.embed_dim=6", "model.depths=[1]", "model.num_heads=[2]", "model.window_size=4",
-    "model.fusion_growth=4", "model.fusion_channels=4", "model.seg_head=unet", "model.seg_feature_size=4",
     "model.fusion_head=image",  # the module's run tests detail transfer; lite's weights head has its own run below
-    "data.spacing=null", "data.patch_size=[32,32,32]", "data.batch_size=2", "data.samples_per_case=4",
-    "train.lr=0.003", "train.checkpoint_every=3",
+    "data.samples_per_case=4", "train.lr=0.003", "train.checkpoint_every=3",
     "train.epochs.stage0=2", "train.epochs.stage1=12", "train.epochs.stage2=6", "train.epochs.stage3=4",
     "train.stage2_lr=0.001",
 ]
@@ -42,7 +40,7 @@ def synth(tmp_path_factory) -> Path:
 
 
 def _opts(data, out, **kw) -> TrainOptions:
-    return TrainOptions(data=str(data), out=str(out), preset="lite", overrides=list(TINY), exclude=[HELD_OUT],
+    return TrainOptions(data=str(data), out=str(out), preset=TINY_PRESET, overrides=list(TINY), exclude=[HELD_OUT],
                         progress=False, **kw)
 
 
@@ -230,7 +228,7 @@ def test_weights_head_run_fuses_on_the_input_grid(synth, tmp_path):
     fast = [o for o in TINY if not o.startswith("train.epochs")] + [
         "train.epochs.stage0=1", "train.epochs.stage1=2", "train.epochs.stage2=1", "train.epochs.stage3=1",
         "model.fusion_head=weights", "data.spacing=[1.5,1.5,1.5]", "data.samples_per_case=2"]
-    train(TrainOptions(data=str(synth), out=str(run), preset="lite", overrides=fast, exclude=[HELD_OUT], progress=False))
+    train(TrainOptions(data=str(synth), out=str(run), preset=TINY_PRESET, overrides=fast, exclude=[HELD_OUT], progress=False))
     out = tmp_path / "pred"
     assert main(["predict", "--model", str(run / "unified.ckpt"), "--input", str(synth), "--out", str(out),
                  "--ids", HELD_OUT, "--no-preview"]) == 0
@@ -265,7 +263,7 @@ def test_time_budget_ends_each_loop_and_poly_lr_decays(synth, tmp_path):
     run = tmp_path / "run"
     many = [o for o in TINY if not o.startswith("train.epochs.stage0")] + ["train.epochs.stage0=1000",
                                                                             "train.lr_schedule=poly"]
-    summary = train(TrainOptions(data=str(synth), out=str(run), preset="lite", overrides=many, exclude=[HELD_OUT],
+    summary = train(TrainOptions(data=str(synth), out=str(run), preset=TINY_PRESET, overrides=many, exclude=[HELD_OUT],
                                  progress=False, stages=[0], time_budget=0.05))
     assert summary["time_budget_seconds"] == {"stage0": 3.0}
     rows = read_log(run / "logs" / "stage0_autoencoder.csv")

@@ -1,8 +1,9 @@
-"""Run configuration: presets (``paper``, ``lite``) as YAML, overrides, validation.
+"""Run configuration: presets (``paper``, ``lite``, ``tiny``) as YAML, overrides, validation.
 
 A configuration has four sections — ``model`` (part sizes), ``data`` (preprocessing, patches,
 batches), ``train`` (schedule, loss weights) and ``inference``. A preset is a complete YAML file
-in ``m2cofs/configs``; a user file (``--config``) and ``--set section.key=value`` overrides are
+in ``m2cofs/configs``, or one that ``extends:`` another with what it changes (``tiny`` is lite
+shrunk for tests and smoke runs); a user file (``--config``) and ``--set section.key=value`` overrides are
 merged on top. Unknown keys and out-of-range values are errors that name the key.
 """
 
@@ -22,7 +23,7 @@ import yaml
 from m2cofs.errors import M2CofsError
 from m2cofs.models.spec import FUSION_HEADS, ModelConfig, seg_head_names  # torch-free: the CLI imports this module
 
-PRESETS = ("lite", "paper")
+PRESETS = ("lite", "paper", "tiny")
 STAGES = (0, 1, 2, 3)
 
 
@@ -240,7 +241,9 @@ def preset_dict(name: str) -> dict[str, Any]:
     if name not in PRESETS:
         raise M2CofsError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     text = resources.files("m2cofs.configs").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    d = yaml.safe_load(text)
+    base = d.pop("extends", None)
+    return _deep_merge(preset_dict(base), d) if base else d
 
 
 def _deep_merge(base: dict, over: dict) -> dict:

@@ -1,1 +1,1 @@
-"""Preset YAML files (paper, lite)."""
+"""Preset YAML files (paper, lite, and tiny: lite shrunk for tests and smoke runs)."""
