@@ -37,11 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     import nibabel as nib
     from scipy import ndimage
 
-    from m2cofs.cli import main as m2cofs
     from m2cofs.data import MultiModalDataset
     from m2cofs.data.loading import foreground_mask
     from m2cofs.data.preprocess import PreprocessConfig, restore, scale_intensity
-    from m2cofs.inference import load_model, transfer_detail
+    from m2cofs.inference import Predictor, load_model, transfer_detail
     from m2cofs.metrics.fusion import fusion_metrics
 
     cmp_dir, out = Path(args.compare), Path(args.out)
@@ -68,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         preds = {}
         for setting in ("off", "on"):
             dest = work / f"pred_{setting}"
-            assert m2cofs(["predict", "--model", str(model_path), "--input", args.data, "--ids", cid, "--out", str(dest),
-                           "--no-preview", "--no-postprocess", "--detail-transfer", setting]) == 0
+            Predictor(model_path, postprocess=False, detail_transfer=setting, log=None).predict_folder(
+                args.data, dest, ids=[cid], overwrite=True, preview=False)
             preds[setting] = dest / cid
         net = np.asarray(nib.load(str(preds["off"] / f"{cid}_fused.nii.gz")).dataobj)
         low = restore(case.image.mean(0), case.meta, "image", fill=0.0)

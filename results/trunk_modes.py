@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
 
-    from m2cofs.cli import main as m2cofs
+    from m2cofs.evaluation import evaluate
+    from m2cofs.inference import Predictor
     from m2cofs.io import atomic_write_json, atomic_write_text
 
     rows = []
@@ -57,13 +58,10 @@ def main(argv: list[str] | None = None) -> int:
                     row = {"compare": cmp_dir.name, "fold": f, "model": name, "case": ",".join(held)}
                     for mode in MODES:
                         pred, ev = work / f"{cmp_dir.name}-{f}-{name}-{mode}", work / f"eval-{cmp_dir.name}-{f}-{name}-{mode}"
-                        code = m2cofs(["predict", "--model", str(model), "--input", args.data, "--out", str(pred),
-                                       "--ids", ",".join(held), "--no-preview", "--no-progress", "--trunk", mode])
-                        code = code or m2cofs(["evaluate", "--pred", str(pred), "--data", args.data, "--out", str(ev),
-                                               "--mode", "volume", "--no-report", "--quiet"])
-                        if code:
-                            print(f"{cmp_dir.name} fold {f} {name} {mode}: failed", file=sys.stderr)
-                            return 1
+                        Predictor(model, trunk=mode, progress=False, log=None).predict_folder(
+                            args.data, pred, ids=list(held), overwrite=True, preview=False)
+                        evaluate(pred, args.data, ev, mode="volume", report=False, overwrite=True, progress=False,
+                                 log=lambda m: None)
                         with open(ev / "metrics.csv") as fh:
                             metrics = next(csv.DictReader(fh))
                         row[mode] = {c: float(metrics[c]) for c in COLUMNS if c in metrics and metrics[c] != ""}
