@@ -45,13 +45,13 @@ def load(fold_dir: Path, method: str):
     if method in ("segresnet", "unet"):
         from m2cofs.baselines.peers import build_peer
         from m2cofs.checkpoint import load_tensors
-        from m2cofs.compare import _PeerNet
+        from m2cofs.compare import PeerNet
 
         ref = load_model(fold_dir / "m2cofs" / "unified.ckpt")  # same data, config and preprocessing
         peer = build_peer(method, len(ref.modalities), len(ref.meta["regions"]))
         peer.load_state_dict(load_tensors(fold_dir / "methods" / method / "peer.safetensors"))
         meta = {**ref.meta, "tasks": ["segmentation"], "kind": f"peer_{method}"}
-        return LoadedModel(_PeerNet(peer).eval(), meta, ref.config, ref.path)
+        return LoadedModel(PeerNet(peer).eval(), meta, ref.config, ref.path)
     path = model_path(fold_dir, method)
     return load_model(path) if path else None
 
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
 
-    from m2cofs.compare import ALL_METHODS, GROUPS, LABELS, read_metrics
+    from m2cofs.compare import ALL_METHODS, GROUPS, label, read_metrics
     from m2cofs.data import MultiModalDataset
     from m2cofs.data.preprocess import PreprocessConfig
     from m2cofs.evaluation import evaluate
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             if s in by and by[s]:
                 e = by[s]
                 cells = [cell(e.get(c), 2 if c.startswith("HD95") else 3) for c in columns]
-                md.append(f"| {LABELS.get(m, m)} | {s} | {max(x['n'] for x in e.values())} | " + " | ".join(cells) + " |")
+                md.append(f"| {label(m)} | {s} | {max(x['n'] for x in e.values())} | " + " | ".join(cells) + " |")
     out.mkdir(parents=True, exist_ok=True)
     (out / "postprocess.md").write_text("\n".join(md) + "\n")
     (out / "postprocess.json").write_text(json.dumps({"stats": stats, "per_case": per_case}, indent=1))

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("m2cofs.inference", "m2cofs.bundled"),
     ("m2cofs.metrics",),
     ("m2cofs.reporting", "m2cofs.evaluation"),
-    ("m2cofs.compare", "m2cofs.compare_methods"),
+    ("m2cofs.compare",),
     ("m2cofs.commands", "m2cofs.cli", "m2cofs.__main__"),
 ]
 

@@ -57,10 +57,14 @@ def test_data_check_imports_neither_torch_nor_monai(tiny_dataset):
 
 def test_torch_free_modules_keep_their_old_names():
     """``ModelConfig`` and the head names moved to ``m2cofs.models.spec``; the old imports still work
-    and every registered head (also one registered later) is a valid ``model.seg_head``."""
+    and every registered head (also one registered later) is a valid ``model.seg_head``; the
+    compare methods (groups, labels, ``--methods``) come without torch too."""
     code = (
         "import sys\n"
-        "import m2cofs, m2cofs.config, m2cofs.models, m2cofs.data, m2cofs.data.labels, m2cofs.compare_methods\n"
+        "import m2cofs, m2cofs.config, m2cofs.models, m2cofs.data, m2cofs.data.labels, m2cofs.compare.methods\n"
+        "from m2cofs.compare import GROUPS, CompareOptions, label, parse_methods\n"
+        "from m2cofs.compare.methods import GROUPS as G2\n"
+        "assert GROUPS is G2 and label('plugin_unet') == 'unet + M²-CoFS' and 'mean' in parse_methods('classical')\n"
         "assert not [m for m in sys.modules if m.split('.')[0] in ('torch', 'monai')], 'torch imported'\n"
         "from m2cofs.models import ModelConfig, M2CoFSNet, seg_head_names, register_seg_head\n"
         "from m2cofs.models.network import ModelConfig as C2\n"
@@ -70,9 +74,6 @@ def test_torch_free_modules_keep_their_old_names():
         "register_seg_head('mine')(lambda **kw: None)\n"
         "from m2cofs.config import load_config\n"
         "assert load_config('lite', overrides=['model.seg_head=mine']).model.seg_head == 'mine'\n"
-        "from m2cofs.compare import GROUPS\n"
-        "from m2cofs.compare_methods import GROUPS as G2\n"
-        "assert GROUPS is G2\n"
         "from m2cofs.data import MultiModalDataset, PreprocessConfig, discover, CONVENTIONS\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}

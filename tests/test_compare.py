@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from m2cofs.cli import main
-from m2cofs.compare import DEFAULT_METHODS, GROUPS, _table, aggregate, make_folds, paired_test, parse_methods
+from m2cofs.compare import DEFAULT_METHODS, GROUPS, aggregate, make_folds, paired_test, parse_methods, table
 from m2cofs.errors import M2CofsError
 
 TINY = ["model.feature_channels=4", "model.embed_dim=6", "model.depths=[1]", "model.num_heads=[2]",
@@ -62,10 +63,10 @@ def test_tables_mark_best_and_significance():
     stats = aggregate(per, "volume")
     assert stats["methods"]["m2cofs"]["Dice/WT"]["n"] == 8
     assert stats["methods"]["seg_specialist"]["Dice/WT"]["vs_m2cofs"]["wilcoxon_p"] < 0.05
-    md, csv_text = _table(stats, ["m2cofs", "seg_specialist"], ["Dice/WT"])
+    md, csv_text = table(stats, ["m2cofs", "seg_specialist"], ["Dice/WT"])
     assert "**0.9" in md and "†" in md  # best in bold, significant difference marked
     assert csv_text.splitlines()[0].startswith("method,Dice/WT mean")
-    md_f, _ = _table(stats, ["m2cofs", "mean"], ["volume/Q_MI"])
+    md_f, _ = table(stats, ["m2cofs", "mean"], ["volume/Q_MI"])
     assert "| mean | 8 | **0.700" in md_f  # with n, the held-out cases behind the mean  # the table says when a baseline wins
 
 
@@ -176,3 +177,21 @@ def test_postprocess_choice_never_looks_at_the_case_it_decides(tmp_path):
     out = json.loads((tmp_path / "o" / "postprocess_choice.json").read_text())["net"]
     assert out["per_case"]["a"]["Dice/WT"] == 0.5 and out["per_case"]["b"]["Dice/WT"] == 0.0
     assert "| net | chosen |" in (tmp_path / "o" / "postprocess_choice.md").read_text()
+
+
+def test_method_registry():
+    from m2cofs.compare import ALL_METHODS, CompareOptions, label, method
+    from m2cofs.compare.folds import Fold, FoldContext
+    from m2cofs.compare.methods import MODEL
+
+    assert ALL_METHODS == [m for ms in GROUPS.values() for m in ms]
+    assert all((method(m).kind == MODEL) == (method(m).make is not None) for m in ALL_METHODS)
+    assert [method(m).kind for m in ("m2cofs", "mean", "unet")] == ["model", "classical", "peer"]
+    assert label("seg_specialist") == "Stage I segmentation (θS)"
+    assert label("plugin_unet") == "unet + M²-CoFS" and label("plugin_unet_specialist") == "unet alone"
+    with pytest.raises(M2CofsError, match="unknown method"):
+        method("bogus")
+    # a fold context trains only when asked to
+    ctx = FoldContext(CompareOptions(data="d", out="o"), Fold(0, ["a"], ["b"], Path("f")), Path("cache"), print)
+    with pytest.raises(RuntimeError, match="not trained"):
+        ctx.t

@@ -11,7 +11,7 @@ from m2cofs.data.layouts import FORMATS
 
 
 def add_parser(sub) -> None:
-    from m2cofs.compare_methods import GROUPS
+    from m2cofs.compare.methods import GROUPS  # torch-free
 
     p = sub.add_parser(
         "compare", help="M²-CoFS vs baselines and ablations, cross-validated, with tables and a report",

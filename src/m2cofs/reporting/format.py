@@ -27,6 +27,12 @@ def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+def figure(png: bytes, alt: str, caption: str | None = None) -> str:
+    """A PNG embedded in a ``<figure>``, with its caption under it if there is one."""
+    cap = f"<figcaption>{esc(caption)}</figcaption>" if caption is not None else ""
+    return f'<figure><img src="{data_uri(png)}" alt="{esc(alt)}">{cap}</figure>'
+
+
 def fmt(v: Any, digits: int = DIGITS) -> str:
     """A number with ``digits`` significant digits (see the module docstring)."""
     if v is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from m2cofs.data.labels import LabelConvention
-from m2cofs.reporting.format import anchor, data_uri, esc, fmt, fmt_pm, table
+from m2cofs.reporting.format import anchor, data_uri, esc, figure, fmt, fmt_pm, table
 from m2cofs.reporting.ordering import mean_dice
 
 SLICE_VS_VOLUME = (
@@ -173,8 +173,7 @@ def figures_section(figs: Sequence[tuple[str, bytes]]) -> list[str]:
     if not figs:
         return out + ["<p>No metric to plot.</p>"]
     for caption, png in figs:
-        out.append(f'<figure><img src="{data_uri(png)}" alt="{esc(caption)}">'
-                   f"<figcaption>{esc(caption)}</figcaption></figure>")
+        out.append(figure(png, caption, caption))
     return out
 
 
