@@ -7,15 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_PRESET
 
 from m2cofs.cli import main
 from m2cofs.compare import DEFAULT_METHODS, GROUPS, aggregate, make_folds, paired_test, parse_methods, table
 from m2cofs.errors import M2CofsError
-
-TINY = ["model.feature_channels=4", "model.embed_dim=6", "model.depths=[1]", "model.num_heads=[2]",
-        "model.window_size=4", "model.fusion_growth=4", "model.fusion_channels=4", "model.seg_head=unet",
-        "model.seg_feature_size=4", "data.spacing=null", "data.patch_size=[32,32,32]", "data.samples_per_case=2",
-        "train.epochs.stage0=1", "train.epochs.stage1=2", "train.epochs.stage2=1", "train.epochs.stage3=1"]
 
 
 def test_folds_cover_every_case_once():
@@ -75,7 +71,7 @@ def test_compare_end_to_end_tiny(tmp_path, capfd):
     data, out = tmp_path / "data", tmp_path / "cmp"
     assert main(["synth", str(data), "--cases", "3", "--size", "32", "--seed", "4"]) == 0
     args = ["compare", "--data", str(data), "--out", str(out), "--folds", "3", "--no-progress",
-            "--methods", "m2cofs,mean,laplacian,average,no_stage3,plugin_unet", *[x for s in TINY for x in ("--set", s)]]
+            "--methods", "m2cofs,mean,laplacian,average,no_stage3,plugin_unet", "--preset", TINY_PRESET]
     # --fold runs one fold; the tables hold what is finished so far
     assert main([*args, "--fold", "1"]) == 0
     assert "case/s" not in capfd.readouterr().err  # --no-progress reaches the predictions too
