@@ -19,6 +19,7 @@ from m2cofs.baselines.classical import laplacian_pyramid, pca_weights, reconstru
 from m2cofs.baselines.continual import bernoulli_kl_with_logits, first_task_fisher
 from m2cofs.baselines.merging import trim_top_magnitude
 from m2cofs.config import TrainConfig
+from m2cofs.losses import FusionLoss
 from m2cofs.data.labels import CONVENTIONS
 from m2cofs.data.preprocess import PreparedCase
 from m2cofs.models import M2CoFSNet
@@ -357,7 +358,7 @@ def test_bernoulli_kl():
 def test_joint_task_trains_f_and_both_heads(cases, tmp_path):
     net = _net()
     before = {n: _state(getattr(net, n)) for n in ("fusion", "fusion_head", "seg_head")}
-    task = JointTask(net, alpha=0.1, eta=2.0, seg_loss="dice")
+    task = JointTask(net, FusionLoss(alpha=0.1), eta=2.0, seg_loss="dice")
     assert task.trained == ("fusion", "fusion_head", "seg_head")
     batch = next(iter(DataLoader(_patches(cases), batch_size=1)))
     with torch.no_grad():

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from m2cofs.losses import (
+    FusionLoss,
     SynapticIntelligence,
     fusion_loss,
     geodesic_row_distance,
@@ -47,6 +48,32 @@ def test_fusion_loss_gradient_term_prefers_strongest_edges():
     _, only_a = fusion_loss(a, torch.cat([a, b], 1), alpha=1.0)
     assert with_both["grad"] > 0 and only_a["grad"] > 0
     assert float((sobel_magnitude(a + b) - target).abs().mean()) < with_both["grad"]
+
+
+def _smooth_texture(seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(1, 1, 24, 24, 24, generator=g)
+    x = torch.nn.functional.avg_pool3d(x, 3, stride=1, padding=1)  # structure at a few voxels
+    return (x - x.min()) / (x.max() - x.min())
+
+
+def test_fusion_loss_structure_term_rewards_keeping_both_sources():
+    a, b = _smooth_texture(1), _smooth_texture(2)  # two unrelated structures, both in [0, 1]
+    sources = torch.cat([a, b], 1)
+    ws = [0.0, 0.25, 0.5, 0.75, 1.0]
+    paper = [float(FusionLoss(alpha=0.1)(w * a + (1 - w) * b, sources)[0]) for w in ws]
+    both = [float(FusionLoss(alpha=0.1, ssim=1.0)(w * a + (1 - w) * b, sources)[0]) for w in ws]
+    # the paper's L_F (β = 0) is the plain function, and it is flat in L1 over convex
+    # combinations: its best is at an end (one source copied), never in the middle
+    fused = 0.3 * a + 0.7 * b
+    assert float(FusionLoss(alpha=0.1)(fused, sources)[0]) == float(fusion_loss(fused, sources, 0.1)[0])
+    assert min(paper[0], paper[-1]) <= paper[2]
+    # with the structure term the blend beats copying either source, and it is the best of the five
+    assert both[2] < both[0] - 0.05 and both[2] < both[-1] - 0.05
+    assert both.index(min(both)) == 2
+    loss, parts = FusionLoss(alpha=0.1, ssim=1.0)(a, torch.cat([a, a], 1))
+    assert parts["ssim"] < 1e-4 and float(loss) < 1e-3  # SSIM(x, x) = 1
+    assert "ssim" not in FusionLoss(alpha=0.1)(a, sources)[1]
 
 
 def test_seg_loss_dice_per_sample():

@@ -48,6 +48,7 @@ class TrainConfig:
     weight_decay: float = 1e-5
     epochs: dict[str, int] = field(default_factory=lambda: {"stage0": 100, "stage1": 200, "stage2": 100, "stage3": 200})
     alpha: float = 0.1
+    fusion_ssim: float = 0.0  # > 0: + this · Σ_i (1 − SSIM(fused, source_i)) in the fusion loss (0: the paper's L_F)
     seg_loss: str = "dice"
     si_lambda: float = 0.1
     si_mu: float = 0.1
@@ -202,7 +203,7 @@ def _check_ranges(cfg: Config, source: str) -> None:
     need(t.weight_decay >= 0, "train.weight_decay", "must be >= 0")
     for k, v in t.epochs.items():
         need(v >= 0, f"train.epochs.{k}", "must be >= 0")
-    for k in ("alpha", "si_lambda", "si_mu", "eta", "gamma"):
+    for k in ("alpha", "fusion_ssim", "si_lambda", "si_mu", "eta", "gamma"):
         need(getattr(t, k) >= 0, f"train.{k}", "must be >= 0")
     need(t.si_xi > 0, "train.si_xi", "must be > 0")
     need(t.seg_loss in ("dice", "dicece"), "train.seg_loss", "must be dice or dicece")

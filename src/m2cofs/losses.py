@@ -2,7 +2,11 @@
 
 * :func:`fusion_loss` — L_F = Σ_i ‖Ŷ − X_i‖₁ + α ‖|∇Ŷ| − max_i |∇X_i|‖₁ (3-D Sobel magnitude,
   MONAI's :class:`~monai.transforms.SobelGradients`), the paper's two-source loss generalised
-  to N sources. Means over voxels.
+  to N sources. Means over voxels. :class:`FusionLoss` adds an optional structure term,
+  β Σ_i (1 − SSIM(Ŷ, X_i)) (MONAI's 3-D SSIM), that rewards keeping every source's structure:
+  L1 to all sources is flat for any convex combination of them and the gradient term then picks
+  one source, so a fusion head that weights its sources collapses onto one without it (β = 0: the
+  paper's loss).
 * :func:`make_seg_loss` — multi-class (per-region, sigmoid) Dice from MONAI (the paper), or
   Dice + BCE.
 * :class:`SynapticIntelligence` — importance Ω accumulated along a training trajectory and the
@@ -18,7 +22,7 @@ from typing import Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.losses import DiceLoss
+from monai.losses import DiceLoss, SSIMLoss
 from monai.transforms import SobelGradients
 
 _SOBEL = SobelGradients(kernel_size=3, normalize_kernels=True, padding_mode="replicate")
@@ -43,6 +47,31 @@ def fusion_loss(fused: torch.Tensor, sources: torch.Tensor, alpha: float = 0.1) 
     gradient = F.l1_loss(sobel_magnitude(fused), target)
     loss = intensity + alpha * gradient
     return loss, {"l1": float(intensity.detach()), "grad": float(gradient.detach())}
+
+
+class FusionLoss:
+    """L_F (the paper's, :func:`fusion_loss`) + ``ssim`` · Σ_i (1 − SSIM(Ŷ, X_i)).
+
+    SSIM is MONAI's, on 3-D Gaussian windows of 7 voxels (σ 1.5) with data range 1 (the sources
+    are scaled to [0, 1]). Call it as ``loss(fused, sources) -> (loss, parts)``.
+    """
+
+    def __init__(self, alpha: float = 0.1, ssim: float = 0.0):
+        self.alpha, self.ssim = float(alpha), float(ssim)
+        self._ssim = SSIMLoss(spatial_dims=3, data_range=1.0, win_size=7) if self.ssim > 0 else None
+
+    @classmethod
+    def from_train(cls, train) -> "FusionLoss":
+        """The fusion loss a training configuration (``cfg.train``) asks for."""
+        return cls(train.alpha, train.fusion_ssim)
+
+    def __call__(self, fused: torch.Tensor, sources: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        loss, parts = fusion_loss(fused, sources, self.alpha)
+        if self._ssim is not None:
+            structure = sum(self._ssim(fused, sources[:, i: i + 1]) for i in range(sources.shape[1]))
+            parts["ssim"] = float(structure.detach())
+            loss = loss + self.ssim * structure
+        return loss, parts
 
 
 def make_seg_loss(kind: str = "dice"):

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from m2cofs.config import TrainConfig
-from m2cofs.losses import fusion_loss, make_seg_loss, si_penalty
+from m2cofs.losses import FusionLoss, make_seg_loss, si_penalty
 from m2cofs.models.network import M2CoFSNet
 from m2cofs.training.stage1_independent import FusionTask, PathTask, SegmentationTask, masked_seg_loss
 
@@ -98,7 +98,7 @@ class ContinualTask(PathTask):
         first_head = getattr(net, self.first_head_name)
         first_head.requires_grad_(False)  # fixed: one F must keep serving it
         self.lam = float(lam)
-        self.alpha = cfg.alpha
+        self.fusion_loss = FusionLoss.from_train(cfg)
         self.loss_fn = make_seg_loss(cfg.seg_loss)
         self.anchor = TensorStore({k: v for k, v in first_weights.items()})
 
@@ -109,7 +109,7 @@ class ContinualTask(PathTask):
 
     def task_loss(self, z: torch.Tensor, image, target, has_label) -> tuple[torch.Tensor, dict[str, float]]:
         if self.second_task == "fusion":
-            loss, parts = fusion_loss(self.fusion_head.fuse(z, image), image, self.alpha)
+            loss, parts = self.fusion_loss(self.fusion_head.fuse(z, image), image)
             parts = {"fusion": float(loss.detach()), **parts}
         else:
             loss = masked_seg_loss(self.loss_fn, self.seg_head(z), target, has_label)
@@ -251,7 +251,7 @@ def first_task_module(net: M2CoFSNet, first_task: str, first_weights: Mapping[st
     Fisher). Trains nothing here; it only evaluates the first task's loss."""
     net.load_fusion_state(first_weights)
     if first_task == "fusion":
-        return FusionTask(net, alpha=cfg.alpha)
+        return FusionTask(net, loss=FusionLoss.from_train(cfg))
     if first_task == "segmentation":
         return SegmentationTask(net, seg_loss=cfg.seg_loss)
     raise ValueError(f"unknown task {first_task!r}; choose {' or '.join(TASKS)}")

@@ -49,6 +49,7 @@ def fisher(ctx, task_name: str) -> dict[str, torch.Tensor]:
     """Diagonal Fisher of F for θF (fusion loss) or θS (segmentation loss), cached per fold."""
     from m2cofs.baselines.merging import diagonal_fisher
     from m2cofs.checkpoint import load_tensors, save_tensors
+    from m2cofs.losses import FusionLoss
     from m2cofs.training import stage1_independent as s1
     from torch.utils.data import DataLoader
 
@@ -59,7 +60,7 @@ def fisher(ctx, task_name: str) -> dict[str, torch.Tensor]:
     if task_name == "fusion":
         t.net.load_fusion_state(t.results.theta_f)
         t.net.fusion_head.load_state_dict(t.results.psi_1)
-        task = s1.FusionTask(t.net, alpha=t.cfg.train.alpha)
+        task = s1.FusionTask(t.net, loss=FusionLoss.from_train(t.cfg.train))
     else:
         t.net.load_fusion_state(t.results.theta_s)
         t.net.seg_head.load_state_dict(t.results.phi_1)
@@ -96,12 +97,13 @@ def joint(ctx, name: str) -> Path:
 
     def factory():
         from m2cofs.baselines.joint import JointTask
+        from m2cofs.losses import FusionLoss
 
         t.net.load_fusion_state(t.results.theta0)
         if t.cfg.model.fusion_channels == t.cfg.model.feature_channels:
             t.net.fusion_head.init_from_decoder(t.net.decoder)
         fresh_seg_head(ctx)
-        return JointTask(t.net, cfg.alpha, cfg.eta, cfg.seg_loss)
+        return JointTask(t.net, FusionLoss.from_train(cfg), cfg.eta, cfg.seg_loss)
 
     return train_method(ctx, name, factory, seeds.JOINT_KEY, "joint",
                         lambda: {"fusion_head": t.net.fusion_head.state_dict(), "seg_head": t.net.seg_head.state_dict()})

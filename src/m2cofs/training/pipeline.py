@@ -32,6 +32,7 @@ from m2cofs.checkpoint import load_tensors, save_model_file, save_tensors
 from m2cofs.config import Config, load_config
 from m2cofs.errors import M2CofsError
 from m2cofs.io import atomic_write_json
+from m2cofs.losses import FusionLoss
 from m2cofs.models.network import M2CoFSNet
 from m2cofs.training import run_folder as rf
 from m2cofs.training import stage0_autoencoder as s0
@@ -194,7 +195,7 @@ class Trainer:
             self.net.load_fusion_state(r.theta0)
             if self.cfg.model.fusion_channels == self.cfg.model.feature_channels:
                 self.net.fusion_head.init_from_decoder(self.net.decoder)  # ψ starts from D
-            task = s1.FusionTask(self.net, alpha=t.alpha, si_xi=t.si_xi)
+            task = s1.FusionTask(self.net, loss=FusionLoss.from_train(t), si_xi=t.si_xi)
             self._run(s1.FUSION, task, 1)
             self._save_stage(s1.FUSION, prefixed(fusion=self.net.fusion_state(), omega=task.si.importance(),
                                                  fusion_head=self.net.fusion_head.state_dict()))
@@ -213,7 +214,7 @@ class Trainer:
         t = self.cfg.train
         if run and not self.done(s2.SEG_TO_FUSION):
             self.net.fusion_head.load_state_dict(r.psi_1)
-            task = s2.seg_to_fusion_task(self.net, self._dev(r.theta_s), self._dev(r.omega_s), t.alpha, t.si_lambda,
+            task = s2.seg_to_fusion_task(self.net, self._dev(r.theta_s), self._dev(r.omega_s), FusionLoss.from_train(t), t.si_lambda,
                                          t.stage2_train_heads)
             self._run(s2.SEG_TO_FUSION, task, 2)
             self._save_stage(s2.SEG_TO_FUSION, prefixed(fusion=self.net.fusion_state(),
@@ -245,7 +246,7 @@ class Trainer:
             if t.stage3_si:
                 si = (self._dev(r.omega_s), self._dev(r.theta_s), self._dev(r.omega_f), self._dev(r.theta_f),
                       t.si_lambda, t.si_mu)
-            task = s3.UnificationTask(self.net, gen, self._dev(r.theta_sf), self._dev(r.theta_fs), alpha=t.alpha,
+            task = s3.UnificationTask(self.net, gen, self._dev(r.theta_sf), self._dev(r.theta_fs), fusion_loss=FusionLoss.from_train(t),
                                       eta=t.eta, gamma=t.gamma, seg_loss=t.seg_loss, manifold=t.manifold, knn_k=t.knn_k, si=si)
             self._run(s3.NAME, task, 3)
             self._save_stage(s3.NAME, prefixed(fusion=task.unified_weights(), fusion_head=self.net.fusion_head.state_dict(),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from m2cofs.losses import SynapticIntelligence, fusion_loss, make_seg_loss, si_penalty
+from m2cofs.losses import FusionLoss, SynapticIntelligence, make_seg_loss, si_penalty
 from m2cofs.models.network import M2CoFSNet
 from m2cofs.training.engine import StageTask
 
@@ -77,14 +77,14 @@ class PathTask(StageTask):
 class FusionTask(PathTask):
     """F + ψ on the fusion loss (+ an optional SI penalty, used by Stage II)."""
 
-    def __init__(self, net: M2CoFSNet, alpha: float = 0.1, si_xi: float | None = None,
+    def __init__(self, net: M2CoFSNet, loss: FusionLoss | None = None, si_xi: float | None = None,
                  penalty: tuple[dict, dict, float] | None = None, train_head: bool = True):
         super().__init__(net, "fusion_head", si_xi, penalty, train_head)
-        self.alpha = alpha
+        self.fusion_loss = loss if loss is not None else FusionLoss()
 
     def forward(self, image, target, has_label):
         fused = self.fusion_head.fuse(self.features(image), image)
-        loss, parts = fusion_loss(fused, image, self.alpha)
+        loss, parts = self.fusion_loss(fused, image)
         return self.penalised(loss, parts), parts
 
 

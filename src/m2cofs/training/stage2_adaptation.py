@@ -19,6 +19,7 @@ from typing import Mapping
 
 import torch
 
+from m2cofs.losses import FusionLoss
 from m2cofs.models.network import M2CoFSNet
 from m2cofs.training.stage1_independent import FusionTask, SegmentationTask
 
@@ -26,12 +27,12 @@ SEG_TO_FUSION = "stage2_seg_to_fusion"
 FUSION_TO_SEG = "stage2_fusion_to_seg"
 
 
-def seg_to_fusion_task(net: M2CoFSNet, theta_s, omega_s, alpha: float, weight: float,
+def seg_to_fusion_task(net: M2CoFSNet, theta_s, omega_s, loss: FusionLoss, weight: float,
                        train_head: bool = False) -> FusionTask:
     """θS → F: F starts at θS; the penalty keeps segmentation-important weights near θS."""
     net.load_fusion_state(theta_s)
     net.fusion_head.requires_grad_(train_head)
-    return FusionTask(net, alpha=alpha, penalty=(omega_s, {k: v.clone() for k, v in theta_s.items()}, weight),
+    return FusionTask(net, loss=loss, penalty=(omega_s, {k: v.clone() for k, v in theta_s.items()}, weight),
                       train_head=train_head)
 
 

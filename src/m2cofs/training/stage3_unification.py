@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from m2cofs.losses import fusion_loss, make_seg_loss, manifold_distance, si_penalty
+from m2cofs.losses import FusionLoss, make_seg_loss, manifold_distance, si_penalty
 from m2cofs.models.network import M2CoFSNet
 from m2cofs.models.weight_generator import WeightGenerator
 from m2cofs.training.engine import StageTask
@@ -28,7 +28,7 @@ NAME = "stage3_unification"
 class UnificationTask(StageTask):
     trained = ("generator", "fusion_head", "seg_head")
 
-    def __init__(self, net: M2CoFSNet, generator: WeightGenerator, theta_sf, theta_fs, *, alpha: float, eta: float,
+    def __init__(self, net: M2CoFSNet, generator: WeightGenerator, theta_sf, theta_fs, *, fusion_loss: FusionLoss, eta: float,
                  gamma: float, seg_loss: str, manifold: str, knn_k: int,
                  si: tuple[dict, dict, dict, dict, float, float] | None = None):
         super().__init__()
@@ -39,7 +39,7 @@ class UnificationTask(StageTask):
         self.seg_head = net.seg_head
         self.theta_sf = {k: v.detach().clone() for k, v in theta_sf.items()}
         self.theta_fs = {k: v.detach().clone() for k, v in theta_fs.items()}
-        self.alpha, self.eta, self.gamma = alpha, eta, gamma
+        self.fusion_loss, self.eta, self.gamma = fusion_loss, eta, gamma
         self.loss_fn = make_seg_loss(seg_loss)
         self.manifold, self.knn_k = manifold, knn_k
         self.si = si  # (Ω^S, θS, Ω^F, θF, λ, μ)
@@ -53,7 +53,7 @@ class UnificationTask(StageTask):
         z = functional_call(self.fusion_module[0], theta_u, (feats,))
         fused = self.fusion_head.fuse(z, image)
         logits = self.seg_head(z)
-        lf, fparts = fusion_loss(fused, image, self.alpha)
+        lf, fparts = self.fusion_loss(fused, image)
         ls = masked_seg_loss(self.loss_fn, logits, target, has_label)
         parts = {"fusion": float(lf.detach()), "seg": float(ls.detach())}
         if self.si is not None:
