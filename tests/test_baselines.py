@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from conftest import tiny_model_config, tiny_prepared_cases
-from m2cofs.baselines import (CLASSICAL_FUSION, JointTask, PeerTask, average, build_peer, diagonal_fisher,
+from m2cofs.baselines import (CLASSICAL_FUSION, COPY_SOURCE, JointTask, PeerTask, average, build_peer, diagonal_fisher,
                               fisher_merging, fuse_laplacian, fuse_max, fuse_mean, fuse_pca, make_continual_task,
                               shared_initialisation, task_arithmetic, ties_merging)
 from m2cofs.baselines.classical import laplacian_pyramid, pca_weights, reconstruct_laplacian
@@ -63,6 +63,20 @@ def test_identical_sources_give_the_source(name, n):
     out = CLASSICAL_FUSION[name]([a] * n, mask)
     assert (out[~mask] == 0).all()
     np.testing.assert_allclose(out[mask], a[mask], atol=1e-6)
+
+
+def test_copy_source_is_the_source_masked():
+    a, b = _vols(2, seed=5)
+    mask = np.zeros(a.shape, bool)
+    mask[1:6] = True
+    for name, src in (("copy1", a), ("copy2", b)):
+        out = COPY_SOURCE[name]([a, b], mask)
+        assert out.dtype == np.float32
+        np.testing.assert_allclose(out[mask], src[mask], atol=1e-7)
+        assert (out[~mask] == 0).all()
+    np.testing.assert_allclose(COPY_SOURCE["copy2"]([a, b, 1 - a]), b, atol=1e-7)  # any N >= 2
+    with pytest.raises(ValueError, match="two or more"):
+        COPY_SOURCE["copy1"]([a])
 
 
 def test_pca_weights_follow_the_first_principal_component():

@@ -71,7 +71,7 @@ def test_compare_end_to_end_tiny(tmp_path, capfd):
     data, out = tmp_path / "data", tmp_path / "cmp"
     assert main(["synth", str(data), "--cases", "3", "--size", "32", "--seed", "4"]) == 0
     args = ["compare", "--data", str(data), "--out", str(out), "--folds", "3", "--no-progress",
-            "--methods", "m2cofs,mean,laplacian,average,no_stage3,plugin_unet", "--preset", TINY_PRESET]
+            "--methods", "m2cofs,mean,laplacian,copy1,average,no_stage3,plugin_unet", "--preset", TINY_PRESET]
     # --fold runs one fold; the tables hold what is finished so far
     assert main([*args, "--fold", "1"]) == 0
     assert "case/s" not in capfd.readouterr().err  # --no-progress reaches the predictions too
@@ -88,9 +88,18 @@ def test_compare_end_to_end_tiny(tmp_path, capfd):
     assert len(res["folds"]) == 3 and sorted(sum(res["folds"], [])) == ["synth_000", "synth_001", "synth_002"]
     assert set(res["per_case"]["m2cofs"]) == {"synth_000", "synth_001", "synth_002"}
     fusion = (out / "table_fusion.md").read_text()
-    for label in ("M²-CoFS", "mean", "Laplacian pyramid", "average θF, θS", "w/o Stage III"):
+    for label in ("M²-CoFS", "mean", "Laplacian pyramid", "copy source 1", "average θF, θS", "w/o Stage III"):
         assert label in fusion
     assert "Laplacian" not in (out / "table_segmentation.md").read_text()  # fusion-only methods have no Dice
+    # "copy source 1" is the first modality itself and every rule sees the same scaled sources:
+    # the mean is (s1 + s2) / 2, so 2·mean − copy1 is source 2, which lies in [0, 1]
+    import nibabel as nib
+    cid = held1[0]
+    copy1, mean = (np.asanyarray(nib.load(str(out / "fold1" / "pred" / m / cid / f"{cid}_fused.nii.gz")).dataobj)
+                   for m in ("copy1", "mean"))
+    assert copy1.shape == mean.shape and 0 < np.abs(copy1 - mean).mean()
+    s2 = 2 * mean.astype(np.float64) - copy1
+    assert s2.min() > -1e-5 and s2.max() < 1 + 1e-5
     plugin = (out / "table_plugin.md").read_text()
     assert "unet + M²-CoFS" in plugin and "unet alone" in plugin
     for stage in ("stage0_autoencoder", "stage1_fusion"):  # the head never sees these: reused, not retrained

@@ -15,6 +15,10 @@ one (N, X, Y, Z) array) and an optional brain mask, and returns one float32 (X, 
   selection, the coarsest (base) band averaged.
 
 :data:`CLASSICAL_FUSION` maps the names ``mean``, ``max``, ``pca``, ``laplacian`` to them.
+:data:`COPY_SOURCE` holds the reference that is no fusion at all: ``copy1``, ``copy2`` return
+source 1 or 2 unchanged (masked). The paper's fusion metrics measure how much of each source
+the fused volume keeps, and a copied source keeps all of itself, so it scores high on them; a
+fusion method should be read beside it.
 """
 
 from __future__ import annotations
@@ -161,3 +165,17 @@ CLASSICAL_FUSION: dict[str, Callable[..., np.ndarray]] = {
     "pca": fuse_pca,
     "laplacian": fuse_laplacian,
 }
+
+
+def copy_source(index: int) -> Callable[..., np.ndarray]:
+    """The rule "fused = source ``index``" (0-based), masked and clipped like every rule."""
+
+    def copy(sources: Sources, mask: np.ndarray | None = None) -> np.ndarray:
+        stack, mask = _stack(sources, mask)
+        return _finish(stack[index], mask)
+
+    copy.__name__ = f"copy_source_{index + 1}"
+    return copy
+
+
+COPY_SOURCE: dict[str, Callable[..., np.ndarray]] = {"copy1": copy_source(0), "copy2": copy_source(1)}

@@ -9,7 +9,8 @@ timm's ``register_model``) or :func:`register`; the groups and method lists belo
 A method predicts in one of three ways (:attr:`MethodSpec.kind`):
 
 * ``model``: ``make(ctx)`` returns the fold's model file, predicted as ``m2cofs predict`` does;
-* ``classical``: a learning-free fusion rule (:data:`m2cofs.baselines.classical.CLASSICAL_FUSION`);
+* ``classical``: a learning-free fusion rule (:data:`m2cofs.baselines.classical.CLASSICAL_FUSION`), or
+  one source copied (:data:`~m2cofs.baselines.classical.COPY_SOURCE`, group ``copy``);
 * ``peer``: a segmentation-only network trained and predicted in memory (:mod:`.predict`).
 """
 
@@ -141,6 +142,7 @@ def _continual(labels: dict[str, str]) -> None:
 register(MethodSpec("m2cofs", "m2cofs", "M²-CoFS (θU)", make=_run_file("unified.ckpt"), weight_set=False))
 _builtin("classical", {"mean": "mean", "max": "maximum", "pca": "PCA-weighted", "laplacian": "Laplacian pyramid"},
          kind=CLASSICAL)
+_builtin("copy", {"copy1": "copy source 1 (no fusion)", "copy2": "copy source 2 (no fusion)"}, kind=CLASSICAL)
 register(MethodSpec("fusion_specialist", "specialists", "Stage I fusion (θF)", make=_run_file("fusion_specialist.ckpt"),
                     weight_set=False))
 register(MethodSpec("seg_specialist", "specialists", "Stage I segmentation (θS)", make=_run_file("seg_specialist.ckpt"),

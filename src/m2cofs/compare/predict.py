@@ -25,8 +25,9 @@ def predict_model(model_path: Path, ctx: FoldContext, out: Path) -> None:
 
 
 def predict_classical(name: str, ctx: FoldContext, out: Path) -> None:
-    """Learning-free fusion on each held-out case's own grid (sources scaled as evaluate does)."""
-    from m2cofs.baselines.classical import CLASSICAL_FUSION
+    """Learning-free fusion, or one source copied, on each held-out case's own grid (sources
+    scaled as evaluate does)."""
+    from m2cofs.baselines.classical import CLASSICAL_FUSION, COPY_SOURCE
     from m2cofs.data.dataset import MultiModalDataset
     from m2cofs.data.loading import foreground_mask
     from m2cofs.data.preprocess import PreprocessConfig, scale_intensity
@@ -34,7 +35,7 @@ def predict_classical(name: str, ctx: FoldContext, out: Path) -> None:
 
     ds = MultiModalDataset(ctx.opts.data, ctx.opts.format, modalities=ctx.t.modalities, preprocess=None,
                            ids=ctx.fold.test_ids, load_labels=False)
-    fuse = CLASSICAL_FUSION[name]
+    fuse = {**CLASSICAL_FUSION, **COPY_SOURCE}[name]
     for i in range(len(ds)):
         case = ds.load_raw(i)
         fg = foreground_mask(case.images, case.mask)
