@@ -265,7 +265,7 @@ def test_time_budget_ends_each_loop_and_poly_lr_decays(synth, tmp_path):
                                                                             "train.lr_schedule=poly"]
     summary = train(TrainOptions(data=str(synth), out=str(run), preset=TINY_PRESET, overrides=many, exclude=[HELD_OUT],
                                  progress=False, stages=[0], time_budget=0.05))
-    assert summary["time_budget_seconds"] == {"stage0": 3.0}
+    assert summary["time_budget_seconds"] == {"stage0_autoencoder": 3.0}
     rows = read_log(run / "logs" / "stage0_autoencoder.csv")
     assert 1 <= len(rows) < 1000 * 3 / 2  # far fewer than 1000 epochs' steps
     assert rows[-1]["seconds"] < 3.0 + 30  # the step that crossed the budget was the last

@@ -21,9 +21,12 @@ from typing import Any
 import yaml
 
 from m2cofs.errors import M2CofsError
-from m2cofs.models.spec import FUSION_HEADS, ModelConfig, seg_head_names  # torch-free: the CLI imports this module
+from m2cofs.models.spec import FUSION_HEADS, FUSION_WEIGHTS, ModelConfig, seg_head_names  # torch-free: the CLI imports this module
 
 PRESETS = ("lite", "paper", "tiny")
+# The training loops, in order (training.options.LOOP_NAMES; spelled here so that the CLI needs no torch).
+BUDGET_LOOPS = ("stage0_autoencoder", "stage1_fusion", "stage1_segmentation", "stage2_seg_to_fusion",
+                "stage2_fusion_to_seg", "stage3_unification")
 STAGES = (0, 1, 2, 3)
 
 
@@ -66,6 +69,9 @@ class TrainConfig:
     seed: int = 0
     lr_schedule: str = "constant"  # constant | poly: lr · (1 − progress)^0.9, progress by steps or by the time budget
     time_budget_minutes: float = 0.0  # > 0: train for this long in all, split over the stages (see stage_budgets)
+    # Under a time budget, a weight per training loop (all zero: the stages' epochs decide the split; see loop_budgets)
+    budget_shares: dict[str, int] = field(default_factory=lambda: {k: 0 for k in BUDGET_LOOPS})
+    fusion_retention: float = 0.0  # > 0: + this · lesion-contrast retention loss (needs labels; see FusionLoss)
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,10 @@ class InferenceConfig:
     wt_keep_fraction: float = 0.5  # with keep_largest_wt, also keep WT components this fraction of the largest (1: it alone)
     detail_transfer: str = "auto"  # auto | on | off: sources' detail finer than the model grid, max-abs rule
     trunk: str = "window"  # window | volume: Φ and F in every window, or once per voxel (fusion faster; segmentation worse)
+    tta_axes: tuple[int, ...] = ()  # mirror test-time augmentation of the segmentation: also predict flipped along these axes (0 L-R, 1 A-P, 2 S-I), average
+    wt_select: str = "largest"  # with keep_largest_wt: which whole-tumour components to keep: largest (by size) or core (those holding a tumour core)
+    min_core_mm3: float = 200.0  # wt_select core: a component holds a core when its TC is at least this large
+    et_min_mm3: float = 0.0  # > 0: enhancing tumour smaller than this in all is called non-enhancing core instead (ET → TC)
 
 
 @dataclass(frozen=True)
@@ -140,7 +150,8 @@ def _coerce(cls, section: str, values: dict[str, Any], source: str):
             elif not isinstance(v, (list, tuple)) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
                 raise _fail(source, key, f"expected a list of numbers, got {v!r}")
             else:
-                v = tuple(int(x) if isinstance(default, tuple) and default and isinstance(default[0], int) else float(x) for x in v)
+                ints = isinstance(default, tuple) and (name == "tta_axes" or (default and isinstance(default[0], int)))
+                v = tuple(int(x) if ints else float(x) for x in v)
         elif isinstance(default, dict):
             if not isinstance(v, dict):
                 raise _fail(source, key, "must be a mapping")
@@ -177,6 +188,7 @@ def _check_ranges(cfg: Config, source: str) -> None:
     need(len(m.depths) == len(m.num_heads) and len(m.depths) >= 1, "model.depths", "needs one head count per stage")
     need(all(m.embed_dim % h == 0 for h in m.num_heads), "model.num_heads", f"every head count must divide embed_dim {m.embed_dim}")
     need(m.fusion_head in FUSION_HEADS, "model.fusion_head", f"unknown fusion head {m.fusion_head!r}; choose one of {', '.join(FUSION_HEADS)}")
+    need(m.fusion_weights in FUSION_WEIGHTS, "model.fusion_weights", f"must be one of {', '.join(FUSION_WEIGHTS)}")
     need(m.seg_head in seg_head_names(), "model.seg_head", f"unknown head {m.seg_head!r}; choose one of {', '.join(seg_head_names())}")
     if m.seg_head == "swinunetr":
         need(m.seg_feature_size % 12 == 0, "model.seg_feature_size", "must be a multiple of 12 for swinunetr")
@@ -184,7 +196,7 @@ def _check_ranges(cfg: Config, source: str) -> None:
     if m.seg_head == "segresnet":
         need(m.seg_feature_size % 8 == 0, "model.seg_feature_size", "must be a multiple of 8 for segresnet (group norm)")
     need(d.spacing is None or (len(d.spacing) == 3 and min(d.spacing) > 0), "data.spacing", "must be null or three positive numbers")
-    need(d.intensity in ("percentile", "minmax"), "data.intensity", "must be percentile or minmax")
+    need(d.intensity in ("percentile", "robust", "minmax"), "data.intensity", "must be percentile, robust or minmax")
     need(len(d.patch_size) == 3 and min(d.patch_size) >= 8, "data.patch_size", "must be three sizes >= 8")
     multiple = {"swinunetr": 32, "unetr": 16, "unet": 16, "segresnet": 8}.get(m.seg_head, 1)  # each head's down-sampling
     need(all(p % multiple == 0 for p in d.patch_size), "data.patch_size", f"must be multiples of {multiple} for the {m.seg_head} head")
@@ -203,7 +215,9 @@ def _check_ranges(cfg: Config, source: str) -> None:
     need(t.weight_decay >= 0, "train.weight_decay", "must be >= 0")
     for k, v in t.epochs.items():
         need(v >= 0, f"train.epochs.{k}", "must be >= 0")
-    for k in ("alpha", "fusion_ssim", "si_lambda", "si_mu", "eta", "gamma"):
+    for k, v in t.budget_shares.items():
+        need(v >= 0, f"train.budget_shares.{k}", "must be >= 0")
+    for k in ("alpha", "fusion_ssim", "fusion_retention", "si_lambda", "si_mu", "eta", "gamma"):
         need(getattr(t, k) >= 0, f"train.{k}", "must be >= 0")
     need(t.si_xi > 0, "train.si_xi", "must be > 0")
     need(t.seg_loss in ("dice", "dicece"), "train.seg_loss", "must be dice or dicece")
@@ -220,6 +234,10 @@ def _check_ranges(cfg: Config, source: str) -> None:
     need(0 < i.wt_keep_fraction <= 1, "inference.wt_keep_fraction", "must be in (0, 1]")
     need(i.detail_transfer in ("auto", "on", "off"), "inference.detail_transfer", "must be auto, on or off")
     need(i.trunk in ("window", "volume"), "inference.trunk", "must be window or volume")
+    need(all(a in (0, 1, 2) for a in i.tta_axes) and len(set(i.tta_axes)) == len(i.tta_axes), "inference.tta_axes",
+         "must be distinct axes among 0, 1, 2")
+    need(i.wt_select in ("largest", "core"), "inference.wt_select", "must be largest or core")
+    need(i.min_core_mm3 >= 0 and i.et_min_mm3 >= 0, "inference.min_core_mm3", "and inference.et_min_mm3 must be >= 0")
 
 
 def _build(d: dict[str, Any], source: str) -> Config:

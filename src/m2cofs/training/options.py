@@ -77,3 +77,23 @@ def stage_budgets(epochs: dict[str, int], stages: list[int], minutes: float) -> 
     if total <= 0:
         raise M2CofsError("--time-budget: the stages to run have no epochs to share the budget by")
     return {st: 60.0 * minutes * w / total for st, w in weight.items()}
+
+
+LOOP_NAMES = [name for st in sorted(STAGE_NAMES) for name in STAGE_NAMES[st]]
+SEGMENTATION_LOOPS = (s1.SEGMENTATION, s2.FUSION_TO_SEG, s3.NAME)  # the loops that train the segmentation path
+
+
+def loop_budgets(shares: dict[str, int], epochs: dict[str, int], stages: list[int], minutes: float) -> dict[str, float]:
+    """Seconds per training loop for a budget of ``minutes`` over ``stages``.
+
+    With ``shares`` (``train.budget_shares``: a weight per loop, e.g. percent; all zero: unused)
+    each loop of the stages to run gets its weight's part of the budget; without, each stage gets
+    :func:`stage_budgets`' part, split evenly over its loops."""
+    names = [n for st in stages for n in STAGE_NAMES[st]]
+    if shares and any(shares.values()):
+        total = sum(shares.get(n, 0) for n in names)
+        if total <= 0:
+            raise M2CofsError("--time-budget: train.budget_shares gives the stages to run no time")
+        return {n: 60.0 * minutes * shares.get(n, 0) / total for n in names}
+    per_stage = stage_budgets(epochs, stages, minutes)
+    return {n: per_stage[st] / LOOPS_PER_STAGE[st] for st in stages for n in STAGE_NAMES[st]}

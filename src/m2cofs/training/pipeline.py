@@ -44,8 +44,8 @@ from m2cofs.training.engine import LoopSettings, run_loop
 from m2cofs.training.inputs import load_training_data
 # STAGE_NAMES, default_modalities, parse_stages, RUN_ITEMS, check_output_folder: re-exported (the CLI and compare
 # import them from here)
-from m2cofs.training.options import (BUDGET_EPOCHS, LOOPS_PER_STAGE, STAGE_NAMES, TrainOptions,  # noqa: F401
-                                     default_modalities, parse_stages, stage_budgets)
+from m2cofs.training.options import (BUDGET_EPOCHS, LOOPS_PER_STAGE, SEGMENTATION_LOOPS, STAGE_NAMES,  # noqa: F401
+                                     TrainOptions, default_modalities, loop_budgets, parse_stages, stage_budgets)
 from m2cofs.training.patches import PatchDataset
 from m2cofs.training.results import StageResults, Weights, part, prefixed
 from m2cofs.training.run_folder import RUN_ITEMS, check_output_folder  # noqa: F401
@@ -81,10 +81,13 @@ class Trainer:
                              tuple(self.cfg.data.patch_size))
         self.results = StageResults(theta0=self.net.fusion_state())
         minutes = opts.time_budget if opts.time_budget is not None else self.cfg.train.time_budget_minutes
-        self.budgets = stage_budgets(self.cfg.train.epochs, opts.stages, minutes) if minutes else {}
+        t = self.cfg.train
+        self.budgets = loop_budgets(t.budget_shares, t.epochs, opts.stages, minutes) if minutes else {}
         if self.budgets and self.dist.is_main:
-            split = ", ".join(f"stage {st} {sec / 60:.1f} min" for st, sec in self.budgets.items())
-            self._say(f"time budget {minutes:g} min (wall clock), in the preset's proportions: {split}")
+            split = ", ".join(f"{name} {sec / 60:.1f}" for name, sec in self.budgets.items() if sec > 0)
+            seg = sum(sec for name, sec in self.budgets.items() if name in SEGMENTATION_LOOPS)
+            self._say(f"time budget {minutes:g} min (wall clock), minutes per loop: {split} "
+                      f"(segmentation path {100 * seg / max(sum(self.budgets.values()), 1e-9):.0f}%)")
         self.timings: dict[str, float] = {}
         self.losses: dict[str, float] = {}
 
@@ -118,13 +121,14 @@ class Trainer:
             print(text, flush=True)
 
     # ------------------------------------------------------------------ public helpers (also for compare)
-    def loop_settings(self, stage: int) -> LoopSettings:
-        """The training-loop settings of ``stage`` (0–3) in this run (learning rate, epochs or budget, …)."""
+    def loop_settings(self, stage: int, name: str | None = None) -> LoopSettings:
+        """The training-loop settings of ``stage`` (0–3) in this run (learning rate, epochs or budget, …);
+        ``name``: the loop (its share of a time budget; default the stage's first loop)."""
         c = self.cfg
         lr = c.train.stage2_lr if stage == 2 and c.train.stage2_lr is not None else c.train.lr
         epochs, seconds = c.train.epochs[f"stage{stage}"], None
         if self.budgets:  # the budget decides; the epochs are only a cap
-            epochs, seconds = BUDGET_EPOCHS, self.budgets[stage] / LOOPS_PER_STAGE[stage]
+            epochs, seconds = BUDGET_EPOCHS, self.budgets.get(name or STAGE_NAMES[stage][0], 0.0)
         return LoopSettings(epochs=epochs, batch_size=c.data.batch_size, lr=lr,
                             weight_decay=c.train.weight_decay, optimizer=c.train.optimizer,
                             checkpoint_every=c.train.checkpoint_every, seed=c.train.seed, workers=c.data.workers,
@@ -162,11 +166,15 @@ class Trainer:
     def _run(self, name: str, task, stage: int, fg: float | None = None):
         t = time.time()
         self._say(f"--- {name}")
-        result = run_loop(name, task, self.patch_dataset(name, fg), self.loop_settings(stage), self.out, self.dist,
+        result = run_loop(name, task, self.patch_dataset(name, fg), self.loop_settings(stage, name), self.out, self.dist,
                           STAGE_KEYS[name], self.opts.resume)
         self.timings[name] = time.time() - t
         self.losses[name] = result.last_loss
         return result
+
+    def fusion_loss(self) -> FusionLoss:
+        """The fusion loss of this run's configuration, modalities and label regions."""
+        return FusionLoss.from_train(self.cfg.train, self.modalities, self.convention.region_names)
 
     def _dev(self, d: Weights) -> Weights:
         return {k: v.to(self.dist.device) for k, v in d.items()}
@@ -195,7 +203,7 @@ class Trainer:
             self.net.load_fusion_state(r.theta0)
             if self.cfg.model.fusion_channels == self.cfg.model.feature_channels:
                 self.net.fusion_head.init_from_decoder(self.net.decoder)  # ψ starts from D
-            task = s1.FusionTask(self.net, loss=FusionLoss.from_train(t), si_xi=t.si_xi)
+            task = s1.FusionTask(self.net, loss=self.fusion_loss(), si_xi=t.si_xi)
             self._run(s1.FUSION, task, 1)
             self._save_stage(s1.FUSION, prefixed(fusion=self.net.fusion_state(), omega=task.si.importance(),
                                                  fusion_head=self.net.fusion_head.state_dict()))
@@ -214,7 +222,7 @@ class Trainer:
         t = self.cfg.train
         if run and not self.done(s2.SEG_TO_FUSION):
             self.net.fusion_head.load_state_dict(r.psi_1)
-            task = s2.seg_to_fusion_task(self.net, self._dev(r.theta_s), self._dev(r.omega_s), FusionLoss.from_train(t), t.si_lambda,
+            task = s2.seg_to_fusion_task(self.net, self._dev(r.theta_s), self._dev(r.omega_s), self.fusion_loss(), t.si_lambda,
                                          t.stage2_train_heads)
             self._run(s2.SEG_TO_FUSION, task, 2)
             self._save_stage(s2.SEG_TO_FUSION, prefixed(fusion=self.net.fusion_state(),
@@ -246,7 +254,7 @@ class Trainer:
             if t.stage3_si:
                 si = (self._dev(r.omega_s), self._dev(r.theta_s), self._dev(r.omega_f), self._dev(r.theta_f),
                       t.si_lambda, t.si_mu)
-            task = s3.UnificationTask(self.net, gen, self._dev(r.theta_sf), self._dev(r.theta_fs), fusion_loss=FusionLoss.from_train(t),
+            task = s3.UnificationTask(self.net, gen, self._dev(r.theta_sf), self._dev(r.theta_fs), fusion_loss=self.fusion_loss(),
                                       eta=t.eta, gamma=t.gamma, seg_loss=t.seg_loss, manifold=t.manifold, knn_k=t.knn_k, si=si)
             self._run(s3.NAME, task, 3)
             self._save_stage(s3.NAME, prefixed(fusion=task.unified_weights(), fusion_head=self.net.fusion_head.state_dict(),
@@ -313,7 +321,7 @@ class Trainer:
         timings = {**old.get("stage_seconds", {}), **{k: round(v, 2) for k, v in self.timings.items()}}
         losses = {**old.get("final_loss", {}), **self.losses}
         out = {"stage_seconds": timings, "final_loss": losses, "last_call_seconds": round(seconds, 2),
-               "time_budget_seconds": {f"stage{k}": round(v, 1) for k, v in self.budgets.items()} or None,
+               "time_budget_seconds": {k: round(v, 1) for k, v in self.budgets.items()} or None,
                "device": str(self.dist.device), "world_size": self.dist.world_size}
         r = self.results
         if r.theta_sf is not None:

@@ -84,7 +84,7 @@ class FusionTask(PathTask):
 
     def forward(self, image, target, has_label):
         fused = self.fusion_head.fuse(self.features(image), image)
-        loss, parts = self.fusion_loss(fused, image)
+        loss, parts = self.fusion_loss(fused, image, target, has_label)
         return self.penalised(loss, parts), parts
 
 

@@ -53,7 +53,7 @@ class UnificationTask(StageTask):
         z = functional_call(self.fusion_module[0], theta_u, (feats,))
         fused = self.fusion_head.fuse(z, image)
         logits = self.seg_head(z)
-        lf, fparts = self.fusion_loss(fused, image)
+        lf, fparts = self.fusion_loss(fused, image, target, has_label)
         ls = masked_seg_loss(self.loss_fn, logits, target, has_label)
         parts = {"fusion": float(lf.detach()), "seg": float(ls.detach())}
         if self.si is not None:
