@@ -6,7 +6,8 @@
   β Σ_i (1 − SSIM(Ŷ, X_i)) (MONAI's 3-D SSIM), that rewards keeping every source's structure:
   L1 to all sources is flat for any convex combination of them and the gradient term then picks
   one source, so a fusion head that weights its sources collapses onto one without it (β = 0: the
-  paper's loss).
+  paper's loss). With labels it can also add ρ · :func:`retention_loss`, the lesion contrasts a
+  reader looks for (T1ce's enhancing rim, FLAIR's oedema) kept in the fused volume.
 * :func:`make_seg_loss` — multi-class (per-region, sigmoid) Dice from MONAI (the paper), or
   Dice + BCE.
 * :class:`SynapticIntelligence` — importance Ω accumulated along a training trajectory and the
@@ -49,28 +50,98 @@ def fusion_loss(fused: torch.Tensor, sources: torch.Tensor, alpha: float = 0.1) 
     return loss, {"l1": float(intensity.detach()), "grad": float(gradient.detach())}
 
 
+RIM_SOURCES = ("t1ce",)  # the sequences whose contrast is the enhancing rim: ET against the rest of the lesion
+OEDEMA_SOURCES = ("flair", "t2")  # ... the oedema: the whole lesion against normal-appearing brain
+RETENTION_MIN_VOXELS = 32  # a region smaller than this in a patch gives no contrast to keep
+RETENTION_MIN_CONTRAST = 0.1  # nor does a source whose own contrast is below this (in brain standard deviations)
+
+
+def contrast_roles(modalities, regions) -> list[tuple[int, str, str]]:
+    """``(source index, region, background)`` for each lesion contrast the sources carry: a T1ce
+    source's rim (``"ET"`` against ``"WT-ET"``) and a FLAIR or T2 source's oedema (``"WT"``
+    against ``"brain-WT"``); none without ET and WT regions (tissue conventions)."""
+    names = list(regions or [])
+    roles: list[tuple[int, str, str]] = []
+    for i, m in enumerate(modalities or []):
+        if m in RIM_SOURCES and {"ET", "WT"} <= set(names):
+            roles.append((i, "ET", "WT-ET"))
+        elif m in OEDEMA_SOURCES and "WT" in names:
+            roles.append((i, "WT", "brain-WT"))
+    return roles
+
+
+def _standardised_contrast(x: torch.Tensor, inside: torch.Tensor, outside: torch.Tensor, brain: torch.Tensor):
+    """d = (mean_x(inside) − mean_x(outside)) / std_x(brain) per sample of (B, ...) tensors."""
+    dims = tuple(range(1, x.dim()))
+    n_b = brain.sum(dims).clamp_min(1.0)
+    mu = (x * brain).sum(dims) / n_b
+    std = torch.sqrt((((x - mu.view(-1, *[1] * len(dims))) ** 2) * brain).sum(dims) / n_b + 1e-8)
+    m_in = (x * inside).sum(dims) / inside.sum(dims).clamp_min(1.0)
+    m_out = (x * outside).sum(dims) / outside.sum(dims).clamp_min(1.0)
+    return (m_in - m_out) / std
+
+
+def retention_loss(fused: torch.Tensor, sources: torch.Tensor, target: torch.Tensor, has_label: torch.Tensor,
+                   roles: list[tuple[int, str, str]], regions: list[str]) -> torch.Tensor | None:
+    """Mean over the patches and contrasts that have one of max(0, 1 − d_fused / d_source): the
+    share of each source's lesion contrast (:func:`contrast_roles`; d as in
+    :func:`_standardised_contrast`, the measure ``m2cofs evaluate`` reports as retention) that the
+    fused volume loses. ``None`` when no patch of the batch shows a contrast to keep."""
+    brain = (sources > 0).any(1).to(fused.dtype)
+    masks = {r: target[:, regions.index(r)] * brain for r in ("ET", "WT") if r in regions}
+    if "WT" in masks:
+        masks["brain-WT"] = brain - masks["WT"]
+        if "ET" in masks:
+            masks["WT-ET"] = (masks["WT"] - masks["ET"]).clamp_min(0.0)
+    dims = tuple(range(1, brain.dim()))
+    terms = []
+    for src, inside, outside in roles:
+        a, b = masks[inside], masks[outside]
+        with torch.no_grad():
+            d_src = _standardised_contrast(sources[:, src], a, b, brain)
+            ok = (has_label > 0) & (a.sum(dims) >= RETENTION_MIN_VOXELS) & (b.sum(dims) >= RETENTION_MIN_VOXELS) \
+                & (d_src > RETENTION_MIN_CONTRAST)
+        if ok.any():
+            d_f = _standardised_contrast(fused[:, 0], a, b, brain)
+            terms.append(torch.relu(1.0 - d_f[ok] / d_src[ok]))
+    if not terms:
+        return None
+    return torch.cat(terms).mean()
+
+
 class FusionLoss:
-    """L_F (the paper's, :func:`fusion_loss`) + ``ssim`` · Σ_i (1 − SSIM(Ŷ, X_i)).
+    """L_F (the paper's, :func:`fusion_loss`) + ``ssim`` · Σ_i (1 − SSIM(Ŷ, X_i)) + ``retention`` ·
+    :func:`retention_loss` (with labels, and sources and regions that have lesion contrasts).
 
     SSIM is MONAI's, on 3-D Gaussian windows of 7 voxels (σ 1.5) with data range 1 (the sources
-    are scaled to [0, 1]). Call it as ``loss(fused, sources) -> (loss, parts)``.
+    are scaled to [0, 1]). Call it as ``loss(fused, sources[, target, has_label]) -> (loss, parts)``.
     """
 
-    def __init__(self, alpha: float = 0.1, ssim: float = 0.0):
-        self.alpha, self.ssim = float(alpha), float(ssim)
+    def __init__(self, alpha: float = 0.1, ssim: float = 0.0, retention: float = 0.0,
+                 modalities=None, regions=None):
+        self.alpha, self.ssim, self.retention = float(alpha), float(ssim), float(retention)
         self._ssim = SSIMLoss(spatial_dims=3, data_range=1.0, win_size=7) if self.ssim > 0 else None
+        self.regions = list(regions or [])
+        self.roles = contrast_roles(modalities, self.regions) if self.retention > 0 else []
 
     @classmethod
-    def from_train(cls, train) -> "FusionLoss":
-        """The fusion loss a training configuration (``cfg.train``) asks for."""
-        return cls(train.alpha, train.fusion_ssim)
+    def from_train(cls, train, modalities=None, regions=None) -> "FusionLoss":
+        """The fusion loss a training configuration (``cfg.train``) asks for; the retention term
+        needs the run's ``modalities`` and label ``regions``."""
+        return cls(train.alpha, train.fusion_ssim, getattr(train, "fusion_retention", 0.0), modalities, regions)
 
-    def __call__(self, fused: torch.Tensor, sources: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(self, fused: torch.Tensor, sources: torch.Tensor, target: torch.Tensor | None = None,
+                 has_label: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         loss, parts = fusion_loss(fused, sources, self.alpha)
         if self._ssim is not None:
             structure = sum(self._ssim(fused, sources[:, i: i + 1]) for i in range(sources.shape[1]))
             parts["ssim"] = float(structure.detach())
             loss = loss + self.ssim * structure
+        if self.roles and target is not None and has_label is not None:
+            kept = retention_loss(fused, sources, target, has_label, self.roles, self.regions)
+            if kept is not None:
+                parts["retention"] = float(kept.detach())
+                loss = loss + self.retention * kept
         return loss, parts
 
 

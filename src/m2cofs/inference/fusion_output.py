@@ -56,12 +56,11 @@ def compose_on_input_grid(weights: np.ndarray, case: PreparedCase, source: Case,
                           preprocess: PreprocessConfig) -> np.ndarray:
     """The fused volume on the input's own grid: the source weights of a ``weights`` fusion head
     (N, *meta.shape, on the model grid), brought back to the original grid (trilinear, equal
-    weights outside the crop box, renormalised to sum to one), applied to the full-resolution
+    weights 1/N outside the crop box: softmax weights still sum to one, gains keep their sum), applied to the full-resolution
     sources scaled exactly as the model saw them. No detail is lost to the model grid: only the
     weight maps, which are smooth, are resampled."""
     n = weights.shape[0]
     w = restore(weights, case.meta, "prob", fill=1.0 / n)
-    w /= np.clip(w.sum(0, keepdims=True), 1e-6, None)
     fg = foreground_mask(source.images, source.mask)
     fused = np.zeros(w.shape[1:], np.float32)
     for c, channel in enumerate(source.images):

@@ -4,8 +4,11 @@ The fusion head ψ is one of :data:`FUSION_HEADS`:
 
 - ``image`` (the paper's): a small decoder that writes the fused intensity itself.
 - ``weights``: the same decoder with one output per source, turned into per-voxel source
-  weights by a softmax; the fused volume is the weighted sum of the (scaled) sources
-  (:func:`compose`). The weights are smooth, so they can be computed on the model's coarse grid
+  weights; the fused volume is the weighted sum of the (scaled) sources (:func:`compose`). The
+  weights are a softmax (``fusion_weights: softmax``: a convex blend, never brighter than the
+  brightest source) or gains (``gains``: each weight (2/N)·sigmoid, in [0, 2/N], so a voxel can
+  add the sources up, e.g. T1ce's enhancing rim on top of FLAIR's oedema; still a per-voxel
+  combination of the sources' intensities, never an intensity of its own). The weights are smooth, so they can be computed on the model's coarse grid
   and applied to the sources on the input's own grid: the fused volume keeps the scan's
   resolution (``results/`` measures what the coarse grid costs an intensity head).
 
@@ -44,8 +47,11 @@ class WeightFusionHead(ReconstructionDecoder):
 
     kind = "weights"
 
-    def __init__(self, in_channels: int, n_sources: int):
+    def __init__(self, in_channels: int, n_sources: int, normalise: str = "softmax"):
         super().__init__(in_channels)
+        if normalise not in ("softmax", "gains"):
+            raise ValueError(f"unknown source-weight normalisation {normalise!r}; choose softmax or gains")
+        self.normalise = normalise
         self.out = nn.Conv3d(self.out.in_channels, n_sources, kernel_size=1)
 
     def init_from_decoder(self, decoder: ReconstructionDecoder) -> None:
@@ -60,8 +66,12 @@ class WeightFusionHead(ReconstructionDecoder):
         nn.init.zeros_(self.out.bias)
 
     def weights(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, N, ...) source weights, summing to one over the sources."""
-        return torch.softmax(self(z), dim=1)
+        """(B, N, ...) source weights: summing to one over the sources (softmax), or each in
+        [0, 2/N] (gains; 1/N each, mean fusion, at zero logits)."""
+        logits = self(z)
+        if self.normalise == "gains":
+            return torch.sigmoid(logits) * (2.0 / logits.shape[1])
+        return torch.softmax(logits, dim=1)
 
     def fuse(self, z: torch.Tensor, sources: torch.Tensor | None = None) -> torch.Tensor:
         if sources is None:
@@ -77,11 +87,11 @@ def compose(weights, sources):
     return (weights * sources).sum(axis=0)
 
 
-def build_fusion_head(kind: str, in_channels: int, n_sources: int) -> nn.Module:
+def build_fusion_head(kind: str, in_channels: int, n_sources: int, normalise: str = "softmax") -> nn.Module:
     if kind == "image":
         return ImageFusionHead(in_channels)
     if kind == "weights":
-        return WeightFusionHead(in_channels, n_sources)
+        return WeightFusionHead(in_channels, n_sources, normalise)
     raise ValueError(f"unknown fusion head {kind!r}; choose one of {', '.join(FUSION_HEADS)}")
 
 

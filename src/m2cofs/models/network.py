@@ -48,7 +48,7 @@ class M2CoFSNet(nn.Module):
         )
         self.decoder = ReconstructionDecoder(c)  # Stage 0 autoencoder decoder (shared by modalities)
         self.fusion = DenseFusion(n_modalities * c, cfg.fusion_growth, cfg.fusion_channels)
-        self.fusion_head = build_fusion_head(cfg.fusion_head, cfg.fusion_channels, n_modalities)
+        self.fusion_head = build_fusion_head(cfg.fusion_head, cfg.fusion_channels, n_modalities, cfg.fusion_weights)
         self.seg_head = build_seg_head(cfg.seg_head, cfg.fusion_channels, n_classes, cfg.seg_feature_size,
                                        patch_size, depths=cfg.seg_depths, num_heads=cfg.seg_num_heads,
                                        window_size=cfg.seg_window_size)

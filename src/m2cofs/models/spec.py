@@ -23,6 +23,7 @@ class ModelConfig:
     fusion_growth: int = 16  # F's dense growth rate (paper 16)
     fusion_channels: int = 16  # F's output width (paper 16)
     fusion_head: str = "image"  # ψ writes the fused intensity (paper) or per-voxel source weights
+    fusion_weights: str = "softmax"  # a weights head's normalisation: softmax (convex) or gains (each in [0, 2/N])
     seg_head: str = "swinunetr"
     seg_feature_size: int = 48
     seg_depths: tuple[int, ...] = (2, 2, 2, 2)
@@ -31,6 +32,7 @@ class ModelConfig:
 
 
 FUSION_HEADS = ("image", "weights")  # see m2cofs.models.heads
+FUSION_WEIGHTS = ("softmax", "gains")  # how a weights head turns its logits into source weights
 
 # The built-in heads of m2cofs.models.heads; register_seg_head adds the names of others here too.
 _SEG_HEAD_NAMES: set[str] = {"swinunetr", "unetr", "segresnet", "unet"}
