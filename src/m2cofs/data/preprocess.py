@@ -14,6 +14,9 @@ Forward (:func:`preprocess_case`), in order:
    with the top 0.5 % of outliers saturated; on z-scored data (e.g. the BraTS-2013 cases, half
    of the brain below zero) it keeps the negative half instead of wiping it out. ``minmax`` is
    the authors' code exactly: negatives clipped to 0, then ``(x - min) / max`` per volume.
+   ``robust``: ``lo = P_low``, ``hi = P_high`` of the foreground: no shift or positive scale of a
+   scan changes the result, so raw scans (BraTS 2018–2021), z-scored ones (the BraTS-2013
+   redistribution) and scans preprocessed otherwise (BraTS 2023) look alike to the network.
    Background (outside the foreground) is set to 0.
 
 Inverse (:func:`restore`): undo the resampling (to the cropped grid), paste into the canonical
@@ -47,13 +50,13 @@ class PreprocessConfig:
     crop: bool = True
     margin: int = 4  # voxels around the brain bounding box
     spacing: tuple[float, float, float] | None = None  # target voxel size in mm; None keeps the input's
-    intensity: str = "percentile"  # "percentile" or "minmax" (the authors' code)
+    intensity: str = "percentile"  # "percentile", "robust" (shift- and scale-free) or "minmax" (the authors' code)
     lower_percentile: float = 0.5
     upper_percentile: float = 99.5
 
     def __post_init__(self):
-        if self.intensity not in ("percentile", "minmax"):
-            raise ValueError(f"intensity must be 'percentile' or 'minmax', got {self.intensity!r}")
+        if self.intensity not in ("percentile", "robust", "minmax"):
+            raise ValueError(f"intensity must be 'percentile', 'robust' or 'minmax', got {self.intensity!r}")
         if self.margin < 0:
             raise ValueError("margin must be >= 0")
         if self.spacing is not None:
@@ -176,7 +179,7 @@ def scale_intensity(vol: np.ndarray, fg: np.ndarray, cfg: PreprocessConfig) -> t
         out = (v - lo) / max(hi, 1e-8)
         return out.astype(np.float32), (lo, hi)
     p_lo, p_hi = np.percentile(vals, [cfg.lower_percentile, cfg.upper_percentile])
-    lo = min(0.0, float(p_lo))
+    lo = float(p_lo) if cfg.intensity == "robust" else min(0.0, float(p_lo))
     hi = float(p_hi)
     if hi - lo < 1e-8:
         hi = float(vals.max())
@@ -226,6 +229,13 @@ def preprocess_case(case: Case, cfg: PreprocessConfig = PreprocessConfig()) -> P
 
     out_affine = crop_affine
     shape = cropped_shape
+    ranges = None
+    if cfg.intensity == "robust":
+        # The scale comes from the scan's own voxels, before resampling, and the background takes
+        # the brain's low percentile: resampling then mixes nothing at the brain's edge that a
+        # shift or scale of the scan would change.
+        ranges = [list(scale_intensity(ch, fg, cfg)[1]) for ch in images]
+        images = np.stack([np.where(fg, ch, r[0]) for ch, r in zip(images, ranges)]).astype(np.float32)
     if cfg.spacing is not None:
         sp = np.sqrt((crop_affine[:3, :3] ** 2).sum(axis=0))
         shape = [max(2, int(round(n * s / t))) for n, s, t in zip(cropped_shape, sp, cfg.spacing)]
@@ -236,11 +246,14 @@ def preprocess_case(case: Case, cfg: PreprocessConfig = PreprocessConfig()) -> P
                 label = _resize(label[None].astype(np.float32), shape, "nearest-exact")[0].astype(np.int16)
             out_affine = _scaled_affine(crop_affine, cropped_shape, shape)
 
-    chans, ranges = [], []
-    for ch in images:
-        s, r = scale_intensity(ch, fg, cfg)
-        chans.append(s)
-        ranges.append(list(r))
+    if ranges is not None:
+        chans = [apply_intensity_range(ch, fg, r, cfg) for ch, r in zip(images, ranges)]
+    else:
+        chans, ranges = [], []
+        for ch in images:
+            s, r = scale_intensity(ch, fg, cfg)
+            chans.append(s)
+            ranges.append(list(r))
     image = np.stack(chans).astype(np.float32)
     meta = CaseMeta(
         id=case.id,
