@@ -33,8 +33,25 @@ def predict_array(model: LoadedModel, image: np.ndarray, device: str | torch.dev
     worth more to it than the context (``results/README.md``). Use it for fusion.
 
     ``sw_batch_size`` and ``overlap`` of the sliding window default to the model's
-    ``inference`` settings.
+    ``inference`` settings. With the model's ``inference.tta_axes`` (mirror test-time
+    augmentation) the segmentation is also predicted on the volume flipped along each of those
+    axes, flipped back, and the probabilities averaged (one more pass of the segmentation per axis).
     """
+    result = _predict_once(model, image, device, tasks, sw_batch_size, trunk, tile_voxels, overlap)
+    axes = [int(a) for a in getattr(model.config.inference, "tta_axes", ())]
+    if "seg_prob" in result and axes:
+        total = result["seg_prob"]
+        for ax in axes:
+            flipped = np.flip(image, axis=ax + 1)
+            p = _predict_once(model, flipped, device, ["segmentation"], sw_batch_size, trunk, tile_voxels, overlap)
+            total = total + np.flip(p["seg_prob"], axis=ax + 1)
+        result["seg_prob"] = np.ascontiguousarray(total / (1 + len(axes)), dtype=np.float32)
+    return result
+
+
+def _predict_once(model: LoadedModel, image: np.ndarray, device, tasks, sw_batch_size, trunk, tile_voxels,
+                  overlap) -> dict[str, np.ndarray]:
+    """One pass of :func:`predict_array` (no test-time augmentation)."""
     from monai.inferers import sliding_window_inference
 
     tasks = tuple(tasks or model.tasks)
