@@ -71,14 +71,22 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         n_cls = len(meta["regions"])
     except KeyError as exc:
         raise M2CofsError(f"sidecar lacks {exc}", path) from None
-    net = M2CoFSNet(n_mod, n_cls, cfg.model, tuple(cfg.data.patch_size))
-    own = net.state_dict()
-    unknown = [k for k in tensors if k not in own]
-    wrong = [k for k in tensors if k in own and tuple(own[k].shape) != tuple(tensors[k].shape)]
+    try:
+        get_convention(str(meta.get("label_convention")))
+    except (KeyError, ValueError):
+        raise M2CofsError(f"sidecar names an unknown label_convention {meta.get('label_convention')!r}", path) from None
+    # the shapes first, on the meta device (no memory): a sidecar asking for a huge network must
+    # not get it built before its weights are found not to fit
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in M2CoFSNet(n_mod, n_cls, cfg.model, tuple(cfg.data.patch_size))
+                  .state_dict().items()}
+    unknown = [k for k in tensors if k not in shapes]
+    wrong = [k for k in tensors if k in shapes and shapes[k] != tuple(tensors[k].shape)]
     if unknown or wrong:
         bad = (unknown or wrong)[0]
         raise M2CofsError(f"weights do not fit the network its sidecar describes (e.g. {bad}): "
                           "the checkpoint belongs to another preset or modality count", path)
+    net = M2CoFSNet(n_mod, n_cls, cfg.model, tuple(cfg.data.patch_size))
     net.load_state_dict(tensors, strict=False)
     needed = ["encoders.", "fusion."] + (["fusion_head."] if "fusion" in meta.get("tasks", []) else []) + \
              (["seg_head."] if "segmentation" in meta.get("tasks", []) else [])
