@@ -70,7 +70,7 @@ def _read_seg(path: Path, case, convention: LabelConvention) -> np.ndarray:
         if not np.allclose(data, rounded, atol=1e-3):
             raise M2CofsError("segmentation has non-integer values", path)
         data = rounded
-    data = data.astype(np.int32)
+    # the values as stored, before any narrowing cast (2**32 + 1 must not become 1)
     bad = check_label_values(set(np.unique(data).tolist()), convention)
     if bad:
         raise M2CofsError(f"segmentation label values {bad} are not in the dataset's {convention.name} convention "

@@ -77,9 +77,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         raise M2CofsError(f"sidecar names an unknown label_convention {meta.get('label_convention')!r}", path) from None
     # the shapes first, on the meta device (no memory): a sidecar asking for a huge network must
     # not get it built before its weights are found not to fit
-    with torch.device("meta"):
-        shapes = {k: tuple(v.shape) for k, v in M2CoFSNet(n_mod, n_cls, cfg.model, tuple(cfg.data.patch_size))
-                  .state_dict().items()}
+    shapes = _expected_shapes(n_mod, n_cls, cfg)
     unknown = [k for k in tensors if k not in shapes]
     wrong = [k for k in tensors if k in shapes and shapes[k] != tuple(tensors[k].shape)]
     if unknown or wrong:
@@ -95,6 +93,33 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
             raise M2CofsError(f"has no {prefix.rstrip('.')} weights", path)
     prepare_for_inference(net, device)
     return LoadedModel(net, meta, cfg, path)
+
+
+def _expected_shapes(n_mod: int, n_cls: int, cfg: Config) -> dict[str, tuple[int, ...]]:
+    """The state-dict shapes of the network a sidecar describes, without its memory: built on
+    the meta device, or (where a layer's construction needs real values, e.g. ``.item()``) with
+    each parameter moved to the meta device as it is registered (one tensor at a time)."""
+    def build():
+        return {k: tuple(v.shape) for k, v in M2CoFSNet(n_mod, n_cls, cfg.model, tuple(cfg.data.patch_size))
+                .state_dict().items()}
+
+    try:
+        with torch.device("meta"):
+            return build()
+    except (RuntimeError, NotImplementedError):
+        pass
+    register = torch.nn.Module.register_parameter
+
+    def to_meta(self, name, param):
+        register(self, name, param)
+        if param is not None:
+            self._parameters[name] = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+
+    torch.nn.Module.register_parameter = to_meta
+    try:
+        return build()
+    finally:
+        torch.nn.Module.register_parameter = register
 
 
 def prepare_for_inference(net: torch.nn.Module, device: str | torch.device = "cpu") -> torch.nn.Module:
