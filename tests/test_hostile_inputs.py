@@ -67,29 +67,28 @@ def test_sidecar_that_lies_about_convention_or_spacing_is_refused(tmp_path, caps
     assert "does not match" in line and field in line
 
 
-def test_weight_shapes_are_checked_before_the_network_is_built(tmp_path, capsys, model, monkeypatch):
-    """A sidecar (with its embedded copy) asking for 512 channels: refused from the shapes alone,
-    without allocating the network it describes."""
-    from m2cofs.inference import loading
-
+def test_a_sidecar_asking_for_a_huge_network_does_not_get_it_built(tmp_path, capsys, model, monkeypatch):
+    """A sidecar (with its embedded copy) asking for 512 channels: refused once the parameters
+    registered pass twice the weights' size, before they are initialised (not 2.65 GB later)."""
     m = _copy_model(model, tmp_path / "m" / "unified.ckpt")
     tensors, meta = load_model_file(m)
-    meta["config"]["model"]["feature_channels"] = 512
+    meta["config"]["model"].update(feature_channels=512, embed_dim=384, num_heads=[8])
     save_model_file(m, tensors, {k: v for k, v in meta.items() if k not in ("sha256", "format", "version")})
-    built = []
-    real = loading.M2CoFSNet
+    registered = []
+    real = torch.nn.Module.register_parameter
 
-    class Recording(real):
-        def __init__(self, *a, **k):
-            super().__init__(*a, **k)
-            built.append(next(self.parameters()).device.type)
+    def recording(self, name, param):
+        registered.append(0 if param is None else param.numel() * param.element_size())
+        return real(self, name, param)
 
-    monkeypatch.setattr(loading, "M2CoFSNet", Recording)
+    monkeypatch.setattr(torch.nn.Module, "register_parameter", recording)
     data = tmp_path / "data"
     make_case(data, "a")
     assert _predict(m, data, tmp_path / "out") == 2
-    assert "another preset or modality count" in one_error_line(capsys.readouterr().err)
-    assert built and set(built) == {"meta"}, built
+    line = one_error_line(capsys.readouterr().err)
+    assert "far larger than its weights" in line and "unified.ckpt" in line
+    weights = sum(t.numel() * t.element_size() for t in tensors.values())
+    assert sum(registered) <= 2 * weights + (64 << 20) + max(registered), sum(registered)
 
 
 def test_unknown_label_convention_in_a_sidecar_is_one_line(tmp_path, capsys, model):

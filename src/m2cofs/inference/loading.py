@@ -77,14 +77,18 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         raise M2CofsError(f"sidecar names an unknown label_convention {meta.get('label_convention')!r}", path) from None
     # the shapes first, on the meta device (no memory): a sidecar asking for a huge network must
     # not get it built before its weights are found not to fit
-    shapes = _expected_shapes(n_mod, n_cls, cfg)
+    # a sidecar asking for a huge network must not get it built before its weights are found not
+    # to fit: building stops once the parameters pass twice the weights' size (the decoder, used
+    # only in training, is not saved) plus 64 MB
+    budget = 2 * sum(t.numel() * t.element_size() for t in tensors.values()) + (64 << 20)
+    net = _build_within(n_mod, n_cls, cfg, budget, path)
+    shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     unknown = [k for k in tensors if k not in shapes]
     wrong = [k for k in tensors if k in shapes and shapes[k] != tuple(tensors[k].shape)]
     if unknown or wrong:
         bad = (unknown or wrong)[0]
         raise M2CofsError(f"weights do not fit the network its sidecar describes (e.g. {bad}): "
                           "the checkpoint belongs to another preset or modality count", path)
-    net = M2CoFSNet(n_mod, n_cls, cfg.model, tuple(cfg.data.patch_size))
     net.load_state_dict(tensors, strict=False)
     needed = ["encoders.", "fusion."] + (["fusion_head."] if "fusion" in meta.get("tasks", []) else []) + \
              (["seg_head."] if "segmentation" in meta.get("tasks", []) else [])
@@ -95,29 +99,30 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     return LoadedModel(net, meta, cfg, path)
 
 
-def _expected_shapes(n_mod: int, n_cls: int, cfg: Config) -> dict[str, tuple[int, ...]]:
-    """The state-dict shapes of the network a sidecar describes, without its memory: built on
-    the meta device, or (where a layer's construction needs real values, e.g. ``.item()``) with
-    each parameter moved to the meta device as it is registered (one tensor at a time)."""
-    def build():
-        return {k: tuple(v.shape) for k, v in M2CoFSNet(n_mod, n_cls, cfg.model, tuple(cfg.data.patch_size))
-                .state_dict().items()}
+class _TooLarge(Exception):
+    pass
 
-    try:
-        with torch.device("meta"):
-            return build()
-    except (RuntimeError, NotImplementedError):
-        pass
+
+def _build_within(n_mod: int, n_cls: int, cfg: Config, budget: int, path: Path) -> M2CoFSNet:
+    """The network a sidecar describes, refused as soon as its parameters pass ``budget`` bytes
+    (checked as each is registered, before it is initialised: the memory past it is never used)."""
     register = torch.nn.Module.register_parameter
+    used = [0]
 
-    def to_meta(self, name, param):
-        register(self, name, param)
+    def counting(self, name, param):
         if param is not None:
-            self._parameters[name] = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+            used[0] += param.numel() * param.element_size()
+            if used[0] > budget:
+                raise _TooLarge
+        register(self, name, param)
 
-    torch.nn.Module.register_parameter = to_meta
+    torch.nn.Module.register_parameter = counting
     try:
-        return build()
+        return M2CoFSNet(n_mod, n_cls, cfg.model, tuple(cfg.data.patch_size))
+    except _TooLarge:
+        raise M2CofsError(f"its sidecar describes a network of more than {budget / 2**20:.0f} MB of parameters, far "
+                          "larger than its weights: the checkpoint belongs to another preset or modality count",
+                          path) from None
     finally:
         torch.nn.Module.register_parameter = register
 
