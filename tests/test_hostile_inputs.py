@@ -327,3 +327,61 @@ def test_untrusted_voxel_size_cannot_ask_for_unbounded_work(tmp_path, capsys, mo
     assert _predict(m, data, tmp_path / "out", "--max-voxels", "1000000") == 2
     line = one_error_line(capsys.readouterr().err)
     assert "200x200x200 = 8 M voxels on the model grid" in line and "--max-voxels" in line
+
+
+# ----------------------------------------------------------------------------- concurrency stress
+def test_concurrent_runs_into_one_folder_keep_every_finished_case(tmp_path, model):
+    """Six runs into one OUT at once (threads: each its own staging folder and locks, as separate
+    processes have), over the same and different cases, with and without --overwrite, beside the
+    staging folder of a killed run: every run that finished has its cases in OUT, bit-identical to
+    a run alone, predict.json lists every case, no staging folder is left. A run that lost a race
+    for a case without --overwrite fails with its one-line error and leaves nothing."""
+    import subprocess
+    import sys
+    import threading
+
+    from m2cofs.inference import Predictor, load_model
+
+    data = tmp_path / "data"
+    for i, cid in enumerate("abcd"):
+        make_case(data, cid, seed=i)
+    loaded = load_model(model)
+    ref = tmp_path / "ref"
+    Predictor(loaded, device="cpu", log=None, progress=False).predict_folder(data, ref, preview=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    killed = out / f".predict-partial-{dead.pid}-killed"  # what a SIGKILLed run leaves
+    (killed / "a").mkdir(parents=True)
+    (killed / "a" / "a_seg.nii.gz").write_bytes(b"half a file")
+    runs = [("a,b", False), ("c", False), ("a,b", True), ("d", False), ("c,d", True), ("b", False)]
+    results: dict[int, object] = {}
+
+    def run(i, ids, overwrite):
+        try:
+            Predictor(loaded, device="cpu", log=None, progress=False).predict_folder(
+                data, out, ids=ids.split(","), overwrite=overwrite, preview=False)
+            results[i] = "ok"
+        except M2CofsError as exc:
+            results[i] = str(exc)
+
+    threads = [threading.Thread(target=run, args=(i, ids, ow)) for i, (ids, ow) in enumerate(runs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(results) == len(runs)
+    finished = {cid for i, (ids, _) in enumerate(runs) if results[i] == "ok" for cid in ids.split(",")}
+    for i, r in results.items():
+        assert r == "ok" or "--overwrite" in r, r
+    assert results[2] == "ok" and results[4] == "ok"  # with --overwrite nothing can refuse them
+    record = json.loads((out / "predict.json").read_text())
+    assert finished <= set(record["cases"])
+    for cid in "abcd":
+        if cid in finished:
+            for kind in ("fused", "seg"):
+                got = np.asarray(nib.load(str(out / cid / f"{cid}_{kind}.nii.gz")).dataobj)
+                want = np.asarray(nib.load(str(ref / cid / f"{cid}_{kind}.nii.gz")).dataobj)
+                assert np.array_equal(got, want), (cid, kind)
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
