@@ -85,3 +85,78 @@ def empty(root):
 
 
 ALL = [missing_modality, truncated, not_gzip, not_nifti, nan, all_zero, four_d, shape_mismatch, affine_mismatch, bad_labels, empty]
+
+
+# ----------------------------------------------------------------------------- issue #34: silently wrong before
+def _patch_nii(src_gz, values: dict[int, tuple[str, float]]):
+    """Rewrite ``src_gz`` as an uncompressed ``.nii`` beside it with header fields patched at
+    byte offsets (``{offset: (struct format, value)}``); returns the new file."""
+    import struct
+
+    img = nib.load(str(src_gz))
+    dst = src_gz.with_name(src_gz.name[: -len(".gz")])
+    nib.save(img, str(dst))
+    blob = bytearray(dst.read_bytes())
+    for off, (fmt, v) in values.items():
+        struct.pack_into(fmt, blob, off, v)
+    dst.write_bytes(bytes(blob))
+    src_gz.unlink()
+    return dst
+
+
+def overflow_float64(root):
+    """float64 values near 1e300: finite as stored, infinite as float32."""
+    folder = make_case(root, "bad")
+    v = np.zeros((20, 22, 18), np.float64)
+    v[2:-2, 2:-2, 2:-2] = np.linspace(1e299, 1e300, 16 * 18 * 14).reshape(16, 18, 14)
+    write_nifti(folder / "bad_flair.nii.gz", v)
+    return folder / "bad_flair.nii.gz", "beyond what float32 arithmetic holds"
+
+
+def overflow_scl_slope(root):
+    """int16 voxels with scl_slope 1e36: the scaled values overflow float32."""
+    folder = make_case(root, "bad")
+    v = np.zeros((20, 22, 18), np.int16)
+    v[2:-2, 2:-2, 2:-2] = np.arange(16 * 18 * 14).reshape(16, 18, 14) % 3000
+    write_nifti(folder / "bad_flair.nii.gz", v)
+    f = _patch_nii(folder / "bad_flair.nii.gz", {112: ("<f", 1e36), 116: ("<f", 0.0)})
+    return f, "scl_slope 1e+36"
+
+
+def nii_and_gz(root):
+    """x_flair.nii beside x_flair.nii.gz (different content): which one is meant?"""
+    folder = make_case(root, "bad")
+    img = nib.load(str(folder / "bad_flair.nii.gz"))
+    write_nifti(folder / "bad_flair.nii", np.asarray(img.dataobj)[::-1].copy())
+    return folder, "has 2 files for flair"
+
+
+def pixdim_zero(root):
+    """A voxel size of 0 and no sform (nibabel would read 1 mm)."""
+    folder = make_case(root, "bad")
+    f = _patch_nii(folder / "bad_flair.nii.gz", {80: ("<f", 0.0), 252: ("<h", 0), 254: ("<h", 0)})
+    return f, "voxel size (pixdim) (0.0, 1.0, 1.0)"
+
+
+def qform_sform_disagree(root):
+    """Both codes set, the qform 2 mm in z, the sform 1 mm (nibabel would use the sform silently)."""
+    folder = make_case(root, "bad")
+    img = nib.load(str(folder / "bad_flair.nii.gz"))
+    img.set_qform(np.diag([1.0, 1.0, 2.0, 1.0]), code=1)
+    img.set_sform(np.eye(4), code=1)
+    nib.save(img, str(folder / "bad_flair.nii.gz"))
+    return folder / "bad_flair.nii.gz", "qform and sform disagree (by up to 1 mm)"
+
+
+def affine_2e3_apart(root):
+    """Two grids 2e-3 mm apart: the message must show the difference, not two identical-looking grids."""
+    folder = make_case(root, "bad")
+    aff = np.eye(4)
+    aff[0, 3] = 2e-3
+    img = nib.load(str(folder / "bad_flair.nii.gz"))
+    write_nifti(folder / "bad_flair.nii.gz", np.asarray(img.dataobj), aff)
+    return folder, "the affines differ by up to 0.002 mm"
+
+
+SILENT = [overflow_float64, overflow_scl_slope, nii_and_gz, pixdim_zero, qform_sform_disagree, affine_2e3_apart]
+ALL += SILENT

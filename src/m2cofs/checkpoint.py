@@ -5,7 +5,9 @@
 modalities, label convention and regions, preprocessing, m2cofs version — and the file's
 SHA-256. :func:`load_model_file` refuses a file that is not safetensors (a pickle, say), a
 missing or mismatched sidecar, and a checksum that does not match, each with a clear error.
-The same metadata is also embedded in the safetensors header.
+The same metadata is also embedded in the safetensors header, and must be: a file without it,
+or whose two copies disagree, is refused (the sidecar's checksum alone can be recomputed by
+anyone who edits it).
 """
 
 from __future__ import annotations
@@ -136,9 +138,18 @@ def load_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
     with safe_open(str(path), framework="pt") as fh:
         embedded = (fh.metadata() or {}).get("m2cofs")
-    if embedded is not None:
+    # the sidecar's checksum proves only that it was written for this file, by anyone: the copy
+    # embedded in the weights is the proof that the metadata is the one they were saved with
+    if embedded is None:
+        raise M2CofsError(f"carries no embedded metadata: {sidecar_path(path).name} cannot be checked against the "
+                          "weights (m2cofs writes both; re-save the model with m2cofs)", path)
+    try:
         emb = json.loads(embedded)
-        side = {k: v for k, v in meta.items() if k != "sha256"}
-        if emb != side:
-            raise M2CofsError(f"metadata embedded in the weights does not match {sidecar_path(path).name}", path)
+    except (json.JSONDecodeError, TypeError):
+        raise M2CofsError("has unreadable metadata embedded in the weights", path) from None
+    side = {k: v for k, v in meta.items() if k != "sha256"}
+    if emb != side:
+        diff = sorted(k for k in set(emb) | set(side) if emb.get(k) != side.get(k)) if isinstance(emb, dict) else []
+        raise M2CofsError(f"metadata embedded in the weights does not match {sidecar_path(path).name}"
+                          f"{' (' + ', '.join(diff[:5]) + ')' if diff else ''}: refusing both", path)
     return tensors, meta

@@ -41,6 +41,9 @@ def add_parser(sub) -> None:
     p.add_argument("--no-preview", action="store_true", help="skip the PNG previews")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs in OUT")
+    p.add_argument("--max-voxels", type=int, default=None, metavar="N",
+                   help="refuse a case larger than N voxels on the model grid (default 64000000: an untrusted "
+                        "header's voxel size must not ask for hours of work)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.set_defaults(func=run)
 
@@ -53,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_prediction_folder(Path(args.out), Path(args.input))  # before the model is loaded, as ever
     predictor = Predictor(args.model, device=args.device, labels=args.labels, postprocess=args.postprocess,
-                          detail_transfer=args.detail_transfer, trunk=args.trunk, progress=not args.no_progress)
+                          detail_transfer=args.detail_transfer, trunk=args.trunk, progress=not args.no_progress,
+                          **({"max_voxels": args.max_voxels} if args.max_voxels else {}))
     predictor.predict_folder(args.input, args.out, format=args.format,
                              ids=[i.strip() for i in args.ids.split(",")] if args.ids else None,
                              resample_to=resample_arg(args.resample_to), overwrite=args.overwrite,

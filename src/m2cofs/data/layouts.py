@@ -213,8 +213,7 @@ def _discover_by_name(root: Path, fmt: str) -> DatasetSpec:
         images: dict[str, ImageRef] = {}
         label = mask = None
         for role, files in sorted(roles.items()):
-            files = _prefer_gz(files)
-            if len(files) > 1:
+            if len(files) > 1:  # x_flair.nii beside x_flair.nii.gz too: which one is meant is not ours to guess
                 raise M2CofsError(f"case {cid!r} has {len(files)} files for {role}: "
                                   + ", ".join(f.name for f in files), folder)
             f = files[0]
@@ -227,7 +226,10 @@ def _discover_by_name(root: Path, fmt: str) -> DatasetSpec:
             else:
                 images[role] = ImageRef(f)
         if label is None and "label9" in roles:
-            label = _prefer_gz(roles["label9"])[0]
+            if len(roles["label9"]) > 1:
+                raise M2CofsError(f"case {cid!r} has {len(roles['label9'])} files for label9: "
+                                  + ", ".join(f.name for f in roles["label9"]), folder)
+            label = roles["label9"][0]
         if fmt == "mrbrains" and "label" in roles and "label9" in roles:
             notes.append(f"ignored {roles['label9'][0].name} (using {label.name})")
         for extra in unmatched.pop(folder, []):
@@ -238,11 +240,3 @@ def _discover_by_name(root: Path, fmt: str) -> DatasetSpec:
     ds_notes = [f"ignored {len(v)} file(s) in {k} that match no case" for k, v in unmatched.items()]
     ds_notes += [f"skipped {s}" for s in skipped if "hidden entr" not in s]
     return DatasetSpec(root, fmt, cases, ds_notes)
-
-
-def _prefer_gz(files: list[Path]) -> list[Path]:
-    """Where both ``x.nii`` and ``x.nii.gz`` exist, keep one (the compressed)."""
-    stems = {}
-    for f in files:
-        stems.setdefault(strip_nifti_suffix(f.name), []).append(f)
-    return [sorted(v, key=lambda p: not p.name.lower().endswith(".gz"))[0] for v in stems.values()]

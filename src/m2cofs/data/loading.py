@@ -27,6 +27,9 @@ from m2cofs.data.layouts import CaseSpec, ImageRef
 from m2cofs.errors import M2CofsError
 
 AFFINE_ATOL = 1e-3  # mm: affines that differ by less are the same grid
+# Largest |value| accepted in an image: float32 holds 3.4e38, but normalising (squares, sums over
+# millions of voxels) must not overflow either. No scanner writes intensities anywhere near it.
+F32_SAFE = 1e15
 
 
 @dataclass
@@ -143,7 +146,37 @@ def _valid_affine(img, path: Path) -> np.ndarray:
     aff = np.asarray(img.affine, dtype=np.float64)
     if not np.all(np.isfinite(aff)) or abs(np.linalg.det(aff[:3, :3])) < 1e-9:
         raise M2CofsError("has an invalid affine (non-finite or singular voxel-to-world matrix)", path)
+    _check_orientation_fields(img, path)
     return aff
+
+
+def _raw_header(img, path: Path):
+    """The header as written in the file (nibabel fixes some fields, e.g. a zero pixdim, on load)."""
+    from nibabel.openers import ImageOpener
+
+    try:
+        with _quiet_nibabel(), ImageOpener(str(path)) as fh:
+            return type(img.header).from_fileobj(fh, check=False)
+    except Exception:
+        return img.header
+
+
+def _check_orientation_fields(img, path: Path) -> None:
+    """A zero voxel size where the qform places the voxels (nibabel would silently make it 1 mm),
+    and a qform and sform that disagree (nibabel silently uses the sform)."""
+    hdr = img.header
+    sform_code, qform_code = int(hdr["sform_code"]), int(hdr["qform_code"])
+    if sform_code == 0:
+        raw = np.asarray(_raw_header(img, path)["pixdim"][1:4], dtype=np.float64)
+        if not np.all(np.isfinite(raw)) or np.any(raw == 0):
+            raise M2CofsError(f"has voxel size (pixdim) {tuple(float(v) for v in raw)} with no sform: the voxel size is "
+                              "unknown (a zero would be read as 1 mm); fix the header", path)
+    if sform_code > 0 and qform_code > 0:
+        with _quiet_nibabel():
+            diff = float(np.abs(hdr.get_qform() - hdr.get_sform()).max())
+        if not np.isfinite(diff) or diff > AFFINE_ATOL:
+            raise M2CofsError(f"its qform and sform disagree (by up to {diff:.3g} mm): which of them places the voxels "
+                              "is unknown; fix the header (e.g. set the wrong one's code to 0)", path)
 
 
 def read_volume(ref: ImageRef | Path, what: str = "image") -> tuple[np.ndarray, np.ndarray, nib.Nifti1Header]:
@@ -177,6 +210,13 @@ def read_volume(ref: ImageRef | Path, what: str = "image") -> tuple[np.ndarray, 
     if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
         n = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
         raise M2CofsError(f"contains {n} NaN/Inf voxel(s)", str(ref))
+    if data.dtype.kind == "f":  # checked as the float32 m2cofs computes in, after scl_slope/scl_inter
+        big = float(np.abs(data).max())
+        if big > F32_SAFE:
+            slope = float(getattr(img.dataobj, "slope", 1.0))  # nibabel moves scl_slope from the header to dataobj
+            why = f" (scl_slope {slope:g})" if np.isfinite(slope) and slope not in (0.0, 1.0) else ""
+            raise M2CofsError(f"has values up to {big:.3g}{why}, beyond what float32 arithmetic holds "
+                              f"(|value| <= {F32_SAFE:.0e}); rescale the volume", str(ref))
     if what == "image":
         if not np.any(data):
             raise M2CofsError("is an all-zero volume", str(ref))
@@ -190,6 +230,13 @@ def grid_text(shape, affine) -> str:
     """``(240, 240, 155) at 1x1x1 mm, origin (0.0, -239.0, 0.0)``: a grid as error messages name it."""
     sp = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     return f"{tuple(int(s) for s in shape)} at {'x'.join(f'{s:g}' for s in sp)} mm, origin {tuple(round(float(v), 2) for v in affine[:3, 3])}"
+
+
+def grid_difference(shape_a, aff_a, shape_b, aff_b) -> str:
+    """What ``grid_text`` may not show: ``"; the affines differ by up to 0.002 mm"`` for equal shapes."""
+    if tuple(shape_a) != tuple(shape_b):
+        return ""
+    return f"; the affines differ by up to {float(np.abs(np.asarray(aff_a) - np.asarray(aff_b)).max()):.3g} mm"
 
 
 def same_grid(shape_a, aff_a, shape_b, aff_b, atol: float = AFFINE_ATOL) -> bool:
@@ -248,7 +295,8 @@ def load_case(
             if resample_to is None:
                 raise M2CofsError(
                     f"{spec.images[m].path.name} is on grid {grid_text(data.shape, aff)} but "
-                    f"{spec.images[ref_mod].path.name} is on {grid_text(ref_shape, ref_aff)}; "
+                    f"{spec.images[ref_mod].path.name} is on {grid_text(ref_shape, ref_aff)}"
+                    f"{grid_difference(data.shape, aff, ref_shape, ref_aff)}; "
                     f"pass --resample-to {ref_mod} to resample onto one grid",
                     spec.images[m].path.parent,
                 )
@@ -298,7 +346,7 @@ def _read_aux(path: Path, ref_shape, ref_aff, resample_to, ref_mod, spec: CaseSp
         if resample_to is None:
             raise M2CofsError(
                 f"{what} is on grid {grid_text(data.shape, aff)} but {spec.images[ref_mod].path.name} is on "
-                f"{grid_text(ref_shape, ref_aff)}; pass --resample-to {ref_mod} to resample onto one grid",
+                f"{grid_text(ref_shape, ref_aff)}{grid_difference(data.shape, aff, ref_shape, ref_aff)}; pass --resample-to {ref_mod} to resample onto one grid",
                 path,
             )
         data = _resample(data, aff, ref_shape, ref_aff, order=0)

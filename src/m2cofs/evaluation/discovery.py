@@ -154,3 +154,42 @@ def resolve_modalities(modalities, pred: PredictionSet, spec) -> tuple[list[str]
         raise M2CofsError("the cases have no images", spec.root)
     return mods, "the modalities every case of the dataset has"
 
+
+
+def check_writable(out: Path) -> None:
+    """The report folder (or, where it does not exist yet, the nearest folder above it) can be
+    written: tried with a temporary file, so a read-only folder is found before any metric is computed."""
+    import tempfile
+
+    probe = out
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise M2CofsError(f"cannot write the report here ({exc.strerror or exc}): {probe} is not writable", out) from None
+
+
+def prediction_convention(preds: PredictionSet, cid: str, dataset):
+    """The label convention case ``cid``'s segmentation was written in (``predict.json``: the
+    case's own record, else the run's), else ``dataset``'s. Region names must agree: predictions
+    in one convention are scored against ground truth in another by their regions."""
+    from m2cofs.data.labels import get_convention
+
+    info = preds.info or {}
+    entry = info.get("cases", {}).get(cid) if isinstance(info.get("cases"), dict) else None
+    name = (entry or {}).get("label_convention") if isinstance(entry, dict) else None
+    name = name or info.get("label_convention")
+    if not name or name == dataset.name:
+        return dataset
+    where = preds.root / "predict.json"
+    try:
+        conv = get_convention(str(name))
+    except (KeyError, ValueError):
+        raise M2CofsError(f"case {cid}: unknown label_convention {name!r}", where) from None
+    if sorted(conv.regions) != sorted(dataset.regions):
+        raise M2CofsError(f"case {cid}: the prediction was written in the {conv.name} convention (regions "
+                          f"{', '.join(conv.regions)}), the dataset's is {dataset.name} ({', '.join(dataset.regions)}): "
+                          "they cannot be compared; pass the right --labels", where)
+    return conv

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from m2cofs.errors import M2CofsError
-from m2cofs.evaluation.discovery import (check_not_dataset_files, check_pred_and_data_apart, data_folder,
-                                         find_predictions, resolve_modalities)
+from m2cofs.evaluation.discovery import (check_not_dataset_files, check_pred_and_data_apart, check_writable,
+                                         data_folder, find_predictions, prediction_convention, resolve_modalities)
 from m2cofs.evaluation.grids import check_prediction_grids
 from m2cofs.evaluation.scoring import CaseJob, CaseResult, run_jobs
 from m2cofs.evaluation.selection import MASK_TEXT, MASKS, SCALING_TEXT, resolve_metric_names, resolve_modes
@@ -77,8 +77,11 @@ def evaluate(
     folder = data_folder(data)
     if folder is not None and is_inside(out, folder):
         raise M2CofsError("the report folder must not be the dataset folder or inside it (--out)", out)
+    if out.is_symlink() and not out.exists():
+        raise M2CofsError(f"--out is a symbolic link to {os.readlink(out)}, which does not exist", out)
     if out.exists() and not out.is_dir():
         raise M2CofsError("--out exists and is not a folder", out)
+    check_writable(out)  # before every metric is computed
     existing = [t for t in (out / f for f in OUTPUT_FILES) if t.exists()]
     if existing and not overwrite:
         raise M2CofsError(f"{', '.join(t.name for t in existing)} already exist(s); pass --overwrite to replace", out)
@@ -114,7 +117,8 @@ def evaluate(
     # every case previewed: with its metrics; only some: the worst ones, rendered once the metrics are known
     inline = report and n_prev == len(matched)
     jobs = [CaseJob(by_id[cid], mods, case_convention(by_id[cid], convention), resample_to, preds.cases[cid].fused, preds.cases[cid].seg,
-                    modes, fusion_names, seg_names, preview=inline, mask=mask)
+                    modes, fusion_names, seg_names, preview=inline, mask=mask,
+                    pred_convention=prediction_convention(preds, cid, case_convention(by_id[cid], convention)))
             for cid in matched]
     check_prediction_grids(jobs)
     log(f"evaluating {len(jobs)} case(s): labels {convention.name} ({conv_reason}); sources "

@@ -33,6 +33,7 @@ class CaseJob:
     seg_metrics: list[str]
     preview: bool = False
     mask: str = "brain"  # where fusion metrics are computed: "brain" or "none" (whole slices / volume)
+    pred_convention: LabelConvention | None = None  # the segmentation's (predict.json's), when not the dataset's
 
 
 @dataclass
@@ -70,10 +71,10 @@ def _read_seg(path: Path, case, convention: LabelConvention) -> np.ndarray:
         if not np.allclose(data, rounded, atol=1e-3):
             raise M2CofsError("segmentation has non-integer values", path)
         data = rounded
-    data = data.astype(np.int32)
+    # the values as stored, before any narrowing cast (2**32 + 1 must not become 1)
     bad = check_label_values(set(np.unique(data).tolist()), convention)
     if bad:
-        raise M2CofsError(f"segmentation label values {bad} are not in the dataset's {convention.name} convention "
+        raise M2CofsError(f"segmentation label values {bad} are not in the {convention.name} convention "
                           f"(allowed {sorted(convention.values)})", path)
     return data.astype(np.int16)
 
@@ -116,7 +117,16 @@ def evaluate_case(job: CaseJob) -> CaseResult:
                         res.values[f"{mode}/{k}"] = float(vals[k])
     seg = None
     if job.seg is not None:
-        seg = _read_seg(job.seg, case, job.convention)
+        own = job.pred_convention or job.convention
+        seg = _read_seg(job.seg, case, own)
+        if own.name != job.convention.name:  # the same regions in the dataset's values
+            from m2cofs.data.labels import labels_to_regions, regions_to_labels
+
+            regions = labels_to_regions(seg, own)
+            order = [own.region_names.index(r) for r in job.convention.region_names]
+            seg = regions_to_labels(regions[order], job.convention).astype(np.int16)
+            res.notes.append(f"segmentation read in its {own.name} convention (predict.json), scored as "
+                             f"{job.convention.name}")
         if job.seg_metrics:
             if not job.convention.regions:
                 res.notes.append(f"label convention {job.convention.name!r} has no regions: segmentation not scored")

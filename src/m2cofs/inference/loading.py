@@ -71,10 +71,20 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         n_cls = len(meta["regions"])
     except KeyError as exc:
         raise M2CofsError(f"sidecar lacks {exc}", path) from None
-    net = M2CoFSNet(n_mod, n_cls, cfg.model, tuple(cfg.data.patch_size))
-    own = net.state_dict()
-    unknown = [k for k in tensors if k not in own]
-    wrong = [k for k in tensors if k in own and tuple(own[k].shape) != tuple(tensors[k].shape)]
+    try:
+        get_convention(str(meta.get("label_convention")))
+    except (KeyError, ValueError):
+        raise M2CofsError(f"sidecar names an unknown label_convention {meta.get('label_convention')!r}", path) from None
+    # the shapes first, on the meta device (no memory): a sidecar asking for a huge network must
+    # not get it built before its weights are found not to fit
+    # a sidecar asking for a huge network must not get it built before its weights are found not
+    # to fit: building stops once the parameters pass twice the weights' size (the decoder, used
+    # only in training, is not saved) plus 64 MB
+    budget = 2 * sum(t.numel() * t.element_size() for t in tensors.values()) + (64 << 20)
+    net = _build_within(n_mod, n_cls, cfg, budget, path)
+    shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    unknown = [k for k in tensors if k not in shapes]
+    wrong = [k for k in tensors if k in shapes and shapes[k] != tuple(tensors[k].shape)]
     if unknown or wrong:
         bad = (unknown or wrong)[0]
         raise M2CofsError(f"weights do not fit the network its sidecar describes (e.g. {bad}): "
@@ -87,6 +97,34 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
             raise M2CofsError(f"has no {prefix.rstrip('.')} weights", path)
     prepare_for_inference(net, device)
     return LoadedModel(net, meta, cfg, path)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _build_within(n_mod: int, n_cls: int, cfg: Config, budget: int, path: Path) -> M2CoFSNet:
+    """The network a sidecar describes, refused as soon as its parameters pass ``budget`` bytes
+    (checked as each is registered, before it is initialised: the memory past it is never used)."""
+    register = torch.nn.Module.register_parameter
+    used = [0]
+
+    def counting(self, name, param):
+        if param is not None:
+            used[0] += param.numel() * param.element_size()
+            if used[0] > budget:
+                raise _TooLarge
+        register(self, name, param)
+
+    torch.nn.Module.register_parameter = counting
+    try:
+        return M2CoFSNet(n_mod, n_cls, cfg.model, tuple(cfg.data.patch_size))
+    except _TooLarge:
+        raise M2CofsError(f"its sidecar describes a network of more than {budget / 2**20:.0f} MB of parameters, far "
+                          "larger than its weights: the checkpoint belongs to another preset or modality count",
+                          path) from None
+    finally:
+        torch.nn.Module.register_parameter = register
 
 
 def prepare_for_inference(net: torch.nn.Module, device: str | torch.device = "cpu") -> torch.nn.Module:

@@ -20,7 +20,6 @@ stderr, beside the progress bar); ``log=None`` silences them, ``progress=False``
 from __future__ import annotations
 
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -36,8 +35,9 @@ from m2cofs.errors import M2CofsError
 from m2cofs.inference.case import CasePrediction
 from m2cofs.inference.fusion_output import needs_source
 from m2cofs.inference.loading import LoadedModel, fusion_head_kind, load_model, prepare_for_inference
-from m2cofs.inference.output_folder import (case_files, check_prediction_folder, make_staging, move_into_place,
-                                            remove_stale_staging)
+from m2cofs.inference.output_folder import (Staging, case_files, check_case_ids, check_prediction_folder,
+                                            existing_outputs, locked, merge_record, move_into_place)
+from m2cofs.inference.workload import DEFAULT_MAX_VOXELS, check_inputs
 
 Log = Callable[[str, str], None]
 """``log(message, level)``, ``level`` ``"info"`` or ``"note"``."""
@@ -78,7 +78,7 @@ class Predictor:
                  labels: str | LabelConvention | None = None, postprocess: bool | None = None,
                  detail_transfer: str | None = None, trunk: str | None = None, overlap: float | None = None,
                  sw_batch_size: int | None = None, threshold: float = 0.5, progress: bool = True,
-                 log: Log | None = print_log):
+                 log: Log | None = print_log, max_voxels: int = DEFAULT_MAX_VOXELS):
         self.log: Log = log or _quiet
         self.progress = progress
         self.device = resolve_device(device)
@@ -94,6 +94,7 @@ class Predictor:
         self.detail_transfer = detail_transfer or inf.detail_transfer
         self.trunk = trunk or inf.trunk
         self.overlap, self.sw_batch_size, self.threshold = overlap, sw_batch_size, threshold
+        self.max_voxels = max_voxels
         for name, value, ok in (("detail_transfer", detail_transfer, ("auto", "on", "off")),
                                 ("trunk", trunk, ("window", "volume"))):
             if value is not None and value not in ok:
@@ -159,11 +160,14 @@ class Predictor:
         (``preview``), and ``OUT/predict.json``, which is also returned.
 
         Everything is checked before anything is written: an output folder inside the input,
-        cases without the model's modalities, existing outputs (replaced only with
-        ``overwrite``, and never where they hold an input file). Cases are written into a
-        staging folder and moved into place only once all have succeeded; an error or an
-        interrupt (``KeyboardInterrupt``; ``m2cofs predict`` turns SIGTERM into one) removes it,
-        and ``out`` too where this call created it."""
+        cases without the model's modalities, every input file (read once before the first
+        prediction), the work each case asks for (at most ``max_voxels`` on the model grid),
+        existing outputs (replaced only with ``overwrite``, and never where they hold an input
+        file). Cases are written into this run's staging folder and moved into place only once
+        all have succeeded; an error or an interrupt (``KeyboardInterrupt``; ``m2cofs predict``
+        turns SIGTERM into one) removes the staging folder and nothing else. Other runs may
+        write into ``out`` at the same time (:mod:`~m2cofs.inference.output_folder`); in a case
+        folder only m2cofs's own files are replaced."""
         from m2cofs.data.dataset import MultiModalDataset
         from m2cofs.io import atomic_write_json, is_inside
         from m2cofs.inference.provenance import model_provenance
@@ -174,7 +178,8 @@ class Predictor:
         ds = MultiModalDataset(input, format, modalities=model.modalities, resample_to=resample_to,
                                preprocess=model.preprocessing, ids=list(ids) if ids else None, load_labels=False)
         _check_modalities(model, ds.cases)
-        existing = [cid for cid in ds.ids if (out / cid).exists()]
+        check_case_ids(ds.ids, lambda cid: _case_folder(ds, cid))
+        existing = existing_outputs(out, ds.ids)
         if existing and not overwrite:
             raise M2CofsError(f"already holds outputs for {', '.join(existing[:3])}{'...' if len(existing) > 3 else ''}; "
                               "pass --overwrite to replace them", out)
@@ -183,28 +188,41 @@ class Predictor:
             held = [f for f in inputs if is_inside(f, out / cid)]
             if held:
                 raise M2CofsError(f"--overwrite would replace {out / cid}, which holds the input file {held[0]}", out)
+        estimate = check_inputs(self, ds, resample_to)  # every file read, the work bounded: before anything is written
+        self.log(f"m2cofs predict: {len(ds)} case(s), {estimate}", "info")
         # model, model_sha256, model_kind, preset, model_version, training_data, training_cases, git_commit
         record = {**model_provenance(model.path, model.meta), "model_name": self.bundled.name if self.bundled else None,
                   "modalities": model.modalities, "label_convention": conv.name, "tasks": model.tasks,
                   "postprocess": None, "trunk": self.trunk, "cases": {}}
         created = not out.exists()
-        out.mkdir(parents=True, exist_ok=True)
-        remove_stale_staging(out)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            staging = Staging(out)
+        except OSError as exc:
+            if created:
+                _remove_if_empty(out)
+            raise M2CofsError(f"cannot write to the output folder ({exc.strerror or exc})", out) from None
         if self.trunk == "volume" and "segmentation" in model.tasks:
             self.log("m2cofs predict: note: --trunk volume segments much worse than the default sliding window "
                      "(results/README.md); it is meant for the fused volume", "note")
-        staging = make_staging(out)
         try:  # straight after making it: an interrupt or SIGTERM (the CLI makes it one) removes the staging folder
-            self._predict_into(ds, staging, record, preview)
-            for cid in ds.ids:
-                move_into_place(staging, cid, out)
-            atomic_write_json(out / "predict.json", record)
+            self._predict_into(ds, staging.path, record, preview)
+            with locked(out):  # other runs may have written into OUT meanwhile: checked again, under the lock
+                raced = existing_outputs(out, [c for c in ds.ids if c not in existing])
+                if raced and not overwrite:
+                    raise M2CofsError(f"another run wrote outputs for {', '.join(raced[:3])}{'...' if len(raced) > 3 else ''} "
+                                      "while this one ran; nothing of this run was kept: pass --overwrite to replace "
+                                      "them", out)
+                for cid in ds.ids:
+                    move_into_place(staging.path, cid, out)
+                record = merge_record(out, record)
+                atomic_write_json(out / "predict.json", record)
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            staging.remove()
             if created:
-                shutil.rmtree(out, ignore_errors=True)
+                _remove_if_empty(out)
             raise
-        shutil.rmtree(staging, ignore_errors=True)
+        staging.remove()
         self.log(f"wrote {len(ds)} case(s) to {out}", "info")
         return record
 
@@ -260,6 +278,19 @@ class Predictor:
             save_case_preview(folder / f"{case.id}_preview.png", dict(zip(self.model.modalities, sources)), pred.fused,
                               pred.label, self.convention, title=f"{case.id} — {self.model.meta.get('kind', 'model')}",
                               affine=aff)
+
+
+def _case_folder(ds, cid: str):
+    spec = next(c for c in ds.cases if c.id == cid)
+    return next(iter(spec.images.values())).path.parent if spec.images else cid
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Remove a folder this run created, only where nothing is in it (another run may use it)."""
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def _check_modalities(model: LoadedModel, cases) -> None:
