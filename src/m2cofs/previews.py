@@ -376,8 +376,8 @@ def render_tumour_panel_png(
         if col == 0:
             ax.text(0.015, 0.015, f"axial {z}", ha="left", va="bottom", color="#dddddd", fontsize=7,
                     transform=ax.transAxes)
-        head = name + (f"\n{captions[name]}" if captions.get(name) else "")
-        ax.set_title(head, color="white", fontsize=9, pad=3)
+        head = name + (f"\nretention {captions[name]}" if captions.get(name) else "")
+        ax.set_title(head, color="white", fontsize=8 if captions.get(name) else 9, pad=3)
     if title:
         fig.suptitle(title, color="white", fontsize=11, y=1 - 0.06 / h_in, va="top")
     buf = io.BytesIO()

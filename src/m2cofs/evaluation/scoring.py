@@ -167,14 +167,17 @@ def tumour_panel(sources: dict[str, np.ndarray], fused: np.ndarray | None, label
     if fused is not None:
         volumes["fused"] = fused
     if len(sources) >= 2:
-        volumes["mean fusion"] = np.where(brain, np.mean(list(sources.values()), axis=0), 0).astype(np.float32)
+        from m2cofs.data.preprocess import PreprocessConfig, scale_intensity
+
+        # scaled as evaluate scales a mean-fusion prediction, so its caption is the score it would get
+        mean = np.where(brain, np.mean(list(sources.values()), axis=0), 0).astype(np.float32)
+        volumes["mean fusion"] = scale_intensity(mean, brain, PreprocessConfig())[0]
     captions = {}
     if defined_for(convention):
         for name in ("fused", "mean fusion"):
             if name in volumes:
                 vals = lesion_retention(sources, volumes[name], label, convention, brain).values
-                captions[name] = ", ".join(f"{k} {v:.2f}" for k, v in vals.items()) if vals else ""
-        captions = {k: f"retention {v}" if v else "" for k, v in captions.items()}
+                captions[name] = " · ".join(f"{k} {v:.2f}" for k, v in vals.items()) if vals else ""
     return render_tumour_panel_png(volumes, label, convention, affine=affine, captions=captions)
 
 
