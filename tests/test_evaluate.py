@@ -439,7 +439,11 @@ def test_real_tcga_predict_json_sources_slice_mode(real_data, tmp_path):
                    report=False, progress=False)
     assert res.summary["modalities"] == ["t1ce", "flair"] and res.summary["labels"] == "brats2017"
     row = res.results[0].values
-    assert list(row) == ["Dice/ET", "Dice/TC", "Dice/WT", "HD95/ET", "HD95/TC", "HD95/WT", "slice/Q_MI"]
+    assert list(row) == ["Dice/ET", "Dice/TC", "Dice/WT", "HD95/ET", "HD95/TC", "HD95/WT", "slice/Q_MI",
+                         "retention/t1ce", "retention/flair", "retention/both"]
+    # mean fusion keeps part of each source's lesion contrast, neither all nor none (issue #31)
+    assert 0.2 < row["retention/t1ce"] < 0.9 and 0.2 < row["retention/flair"] < 0.95
+    assert row["retention/both"] == min(row["retention/t1ce"], row["retention/flair"])
     for reg, members in {"ET": [4], "TC": [1, 4], "WT": [1, 2, 4]}.items():
         assert row[f"Dice/{reg}"] == pytest.approx(_np_dice(np.isin(seg, members), np.isin(case.label, members)), abs=1e-6)
         assert 2.0 < row[f"HD95/{reg}"] <= 3.0 + 1e-6        # a pure 3-voxel shift at 1 mm

@@ -275,8 +275,9 @@ def test_report_is_valid_self_contained_html(report):
     low = text.lower()
     for bad in ("http://", "https://", "<script", "<link", "@import", "url(", "<iframe", "<object", "src=\"//"):
         assert bad not in low, bad
-    # images: the distributions (segmentation, paper's fusion metrics, others) + one preview per case
-    assert len(p.imgs) == 3 + 3
+    # images: the distributions (segmentation, paper's fusion metrics, others) + one preview and one tumour
+    # panel per case (every case has a label)
+    assert len(p.imgs) == 3 + 3 + 3
     for a in p.imgs:
         assert a["src"].startswith("data:image/png;base64,") and a.get("alt")
         img = decode_png(base64.b64decode(a["src"].split(",", 1)[1], validate=True))

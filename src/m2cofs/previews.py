@@ -15,6 +15,12 @@ the voxel spacing, and each view is cropped to the head's bounding box.
 Overlay colours, one per evaluation region: BraTS WT green, TC red, ET yellow (nested regions
 are painted outermost first, so oedema shows green, the core red and the enhancing tumour
 yellow); MRBrainS CSF blue, GM orange, WM magenta.
+
+:func:`render_tumour_panel_png` draws the other picture of a case with a tumour label: the
+sources, the fused volume and mean fusion side by side on one axial slice through the tumour
+(the slice with the most ET voxels, else the most WT), each in its own display window, and the
+ground truth overlaid on the first — so a reader sees whether the fused volume shows the
+enhancing rim of T1ce and the oedema of FLAIR.
 """
 
 from __future__ import annotations
@@ -290,3 +296,90 @@ def save_case_preview(
     png = render_case_preview_png(sources, fused, seg, convention, gt=gt, title=title, affine=affine, **kwargs)
     atomic_write_bytes(path, png)
     return path
+
+
+def tumour_slice(label_ras: np.ndarray, convention: LabelConvention | str | None) -> int | None:
+    """The axial index (of a RAS-ordered label) with the most ET voxels, else the most WT voxels
+    (any non-zero label for a convention without them); ``None`` without any."""
+    conv = _convention(convention)
+    lab = np.asarray(label_ras)
+    for region in ("ET", "WT"):
+        if region in conv.regions:
+            counts = np.isin(lab, list(conv.regions[region])).sum(axis=(0, 1))
+            if counts.max() > 0:
+                return int(np.argmax(counts))
+    counts = (lab > 0).sum(axis=(0, 1))
+    return int(np.argmax(counts)) if counts.max() > 0 else None
+
+
+def render_tumour_panel_png(
+    volumes: Mapping[str, np.ndarray],
+    label: np.ndarray,
+    convention: LabelConvention | str | None,
+    affine: np.ndarray | None = None,
+    captions: Mapping[str, str] | None = None,
+    title: str = "",
+    dpi: int = 100,
+    panel_inches: float = 2.6,
+) -> bytes | None:
+    """The tumour panel as PNG bytes: each of ``volumes`` (name → 3-D array, in the order given:
+    e.g. t1ce, flair, fused, mean fusion) on the axial slice through the tumour
+    (:func:`tumour_slice`), then the ground truth ``label`` over the first; ``captions`` adds a
+    second title line per volume. ``None`` when the label marks no voxel."""
+    from matplotlib.figure import Figure
+
+    from m2cofs.data.preprocess import bounding_box
+
+    conv = _convention(convention)
+    if not volumes:
+        raise ValueError("nothing to show: no volume")
+    ras = [(str(n), *to_ras(np.asarray(v, dtype=np.float32), affine)) for n, v in volumes.items()]
+    shapes = {v.shape for _, v, _ in ras} | {np.asarray(label).shape}
+    if len(shapes) != 1:
+        raise ValueError(f"all panel arrays must be on one grid, got shapes {sorted(shapes)}")
+    lab = to_ras(np.asarray(label), affine)[0]
+    z = tumour_slice(lab, conv)
+    if z is None:
+        return None
+    sp = ras[0][2]
+    fg = _foreground([v for _, v, _ in ras]) | (lab > 0)
+    (x0, x1), (y0, y1), _ = bounding_box(fg, margin=3)
+    box = ((x0, x1), (y0, y1), (z, z + 1))
+    ext = _extent("axial", box, sp)
+    centre = (0, 0, z)
+    columns = [(n, v, None) for n, v, _ in ras] + [(f"ground truth on {ras[0][0]}", ras[0][1], lab)]
+    captions = dict(captions or {})
+    ncol = len(columns)
+    ratio = ext[3] / max(ext[1], 1e-6)
+    head_in = 0.75 if captions else 0.45
+    title_in = 0.4 if title else 0.1
+    h_in = panel_inches * ratio + head_in + title_in
+    fig = Figure(figsize=(panel_inches * ncol, h_in), dpi=dpi, facecolor="black")
+    gs = fig.add_gridspec(1, ncol, left=0.005, right=0.995, top=1 - (head_in + title_in) / h_in, bottom=0.01,
+                          wspace=0.02)
+    colours = region_colours(conv)
+    for col, (name, vol, over) in enumerate(columns):
+        ax = fig.add_subplot(gs[0, col])
+        ax.set_facecolor("black")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for s in ax.spines.values():
+            s.set_visible(False)
+        ax.imshow(_display(_view(vol, "axial", centre, box), _window(vol)), cmap="gray", vmin=0, vmax=1,
+                  origin="lower", extent=ext, interpolation="nearest", aspect="equal")
+        if over is not None:
+            ax.imshow(_overlay_rgba(_view(over, "axial", centre, box), conv, colours), origin="lower", extent=ext,
+                      interpolation="nearest", aspect="equal")
+        kw = dict(color="#bbbbbb", fontsize=7, transform=ax.transAxes)
+        ax.text(0.985, 0.5, "R", ha="right", va="center", **kw)
+        ax.text(0.015, 0.5, "L", ha="left", va="center", **kw)
+        if col == 0:
+            ax.text(0.015, 0.015, f"axial {z}", ha="left", va="bottom", color="#dddddd", fontsize=7,
+                    transform=ax.transAxes)
+        head = name + (f"\nretention {captions[name]}" if captions.get(name) else "")
+        ax.set_title(head, color="white", fontsize=8 if captions.get(name) else 9, pad=3)
+    if title:
+        fig.suptitle(title, color="white", fontsize=11, y=1 - 0.06 / h_in, va="top")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, facecolor=fig.get_facecolor())
+    return buf.getvalue()

@@ -14,7 +14,8 @@ from m2cofs.io import atomic_write_text
 from m2cofs.reporting.format import esc, figure, table as html_table
 from m2cofs.reporting.html import page
 
-SECTIONS = (("Fusion", "fusion"), ("Segmentation", "segmentation"), ("Ablations (Table 2)", "ablation"),
+SECTIONS = (("Fusion", "fusion"), ("Lesion contrast retention (ours, not the paper's)", "retention"),
+            ("Segmentation", "segmentation"), ("Ablations (Table 2)", "ablation"),
             ("Segmentation head plug-in (Table 3)", "plugin"))
 
 
@@ -36,7 +37,12 @@ def render_page(tables: dict[str, Table], opts: CompareOptions, folds: Sequence[
     ]
     for title, key in SECTIONS:
         if key in tables:
-            body.append(f"<h2>{esc(title)}</h2>{table_html(tables[key])}")
+            note = ""
+            if key == "retention":
+                from m2cofs.reporting.sections import retention_text
+
+                note = f'<p class="sub">{esc(retention_text())}</p>'
+            body.append(f"<h2>{esc(title)}</h2>{note}{table_html(tables[key])}")
     if weight_space:
         body.append(f"<h2>Weight space</h2>{figure(weight_space, 'weight space')}")
     return page("m2cofs compare", body)

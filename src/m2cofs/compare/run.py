@@ -137,8 +137,8 @@ def plugin_alone(ctx: FoldContext, name: str) -> Path:
 
 
 def write_tables(out: Path, tables: dict[str, Table]) -> None:
-    """table_<name>.md for every table; the fusion and segmentation tables also as CSV."""
+    """table_<name>.md for every table; the fusion, segmentation and retention tables also as CSV."""
     for name, t in tables.items():
         atomic_write_text(out / f"table_{name}.md", t.markdown())
-        if name in ("fusion", "segmentation"):
+        if name in ("fusion", "segmentation", "retention"):
             atomic_write_text(out / f"table_{name}.csv", t.csv)

@@ -53,13 +53,19 @@ def aggregate(per_method: dict[str, dict[str, dict[str, float]]], mode: str) -> 
     from m2cofs.metrics.registry import PAPER_METRICS, higher_is_better
 
     fusion_cols = [f"{mode}/{m}" for m in PAPER_METRICS]
+    from m2cofs.metrics.retention import retention_columns
+
     seg_cols = sorted({c for rows in per_method.values() for r in rows.values() for c in r
                        if c.startswith(("Dice/", "HD95/"))}, key=lambda c: (c.split("/")[0] != "Dice", c))
-    stats: dict = {"fusion_columns": fusion_cols, "seg_columns": seg_cols, "methods": {}}
+    # lesion contrast retention (ours, not the paper's): every method with a fused volume and a label
+    ret_cols = retention_columns({c for rows in per_method.values() for r in rows.values() for c in r},
+                                 ("t1ce", "flair", "t2"))
+    stats: dict = {"fusion_columns": fusion_cols, "seg_columns": seg_cols, "retention_columns": ret_cols,
+                   "methods": {}}
     ref = per_method.get("m2cofs", {})
     for method, rows in per_method.items():
         entry: dict = {}
-        for col in fusion_cols + seg_cols:
+        for col in fusion_cols + seg_cols + ret_cols:
             vals = [r[col] for r in rows.values() if col in r and math.isfinite(r[col])]
             if not vals:
                 continue
@@ -69,5 +75,5 @@ def aggregate(per_method: dict[str, dict[str, dict[str, float]]], mode: str) -> 
                 e["vs_m2cofs"] = paired_test([ref[i][col] for i in ids], [rows[i][col] for i in ids])
             entry[col] = e
         stats["methods"][method] = entry
-    stats["higher_is_better"] = {c: higher_is_better(c) is not False for c in fusion_cols + seg_cols}
+    stats["higher_is_better"] = {c: higher_is_better(c) is not False for c in fusion_cols + seg_cols + ret_cols}
     return stats

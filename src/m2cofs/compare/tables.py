@@ -88,8 +88,10 @@ def table(stats: dict, methods: Sequence[str], cols: Sequence[str]) -> tuple[str
 
 
 def method_tables(stats: dict, methods: Sequence[str]) -> dict[str, Table]:
-    """``fusion``, ``segmentation``, ``ablation`` and (with plug-in heads) ``plugin``: the tables
-    of the methods run, in their order; a plug-in head's row is followed by the same head alone."""
+    """``fusion``, ``segmentation``, ``retention`` (lesion contrast retention, ours: every method
+    with a fused volume, classic rules and copy-one-source included), ``ablation`` and (with
+    plug-in heads) ``plugin``: the tables of the methods run, in their order; a plug-in head's row
+    is followed by the same head alone."""
     order = [m for m in methods if m in stats["methods"]]
     dice = [c for c in stats["seg_columns"] if c.startswith("Dice")]
     fus_methods = [m for m in order if any(c in stats["methods"][m] for c in stats["fusion_columns"])]
@@ -98,6 +100,10 @@ def method_tables(stats: dict, methods: Sequence[str]) -> dict[str, Table]:
               "segmentation": build_table(stats, seg_methods, stats["seg_columns"]),
               "ablation": build_table(stats, [m for m in ABLATIONS if m in stats["methods"]],
                                       dice + stats["fusion_columns"][:4])}
+    ret = stats.get("retention_columns") or []
+    ret_methods = [m for m in order if any(c in stats["methods"][m] for c in ret)]
+    if ret_methods:
+        tables["retention"] = build_table(stats, ret_methods, ret)
     plug = [x for m in methods if m.startswith("plugin_") for x in (m, f"{m}_specialist") if x in stats["methods"]]
     if plug:
         tables["plugin"] = build_table(stats, plug, dice)

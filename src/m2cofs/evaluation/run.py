@@ -26,6 +26,27 @@ OUTPUT_FILES = ("metrics.csv", "summary.json", "report.html")
 DEFAULT_MAX_PREVIEWS = 20
 
 
+def retention_text(convention) -> dict[str, Any]:
+    """``summary.json``'s ``retention``: the definition of lesion contrast retention, its regions
+    in this label convention, its thresholds (a note where the convention defines none)."""
+    from m2cofs.metrics.retention import CONTRAST_OF, CONTRASTS, MIN_REGION_VOXELS, MIN_SOURCE_CONTRAST, defined_for
+
+    out: dict[str, Any] = {
+        "definition": "d_X(R, B) = (mean_X(R) - mean_X(B)) / std_X(brain); retention of a source = "
+                      "d_fused / d_source on that source's contrast; both = the smallest over the sources "
+                      "(ours, not the paper's; on the volumes as scaled for the fusion metrics, inside the brain mask)",
+        "contrasts": {m: f"{CONTRASTS[k][0]} vs {CONTRASTS[k][1]} ({k})" for m, k in CONTRAST_OF.items()},
+        "min_region_voxels": MIN_REGION_VOXELS,
+        "min_source_contrast": MIN_SOURCE_CONTRAST,
+    }
+    if defined_for(convention):
+        out["regions"] = {r: sorted(convention.regions[r]) for r in ("ET", "WT")}
+    else:
+        out["note"] = (f"lesion contrast retention not computed: label convention {convention.name!r} has no "
+                       "ET / WT regions")
+    return out
+
+
 @dataclass
 class EvaluationResult:
     results: list[CaseResult]
@@ -136,11 +157,13 @@ def evaluate(
         for r in results:
             for shot in shots:
                 if shot.id == r.id:
-                    r.preview = shot.preview
+                    r.preview, r.panel = shot.preview, shot.panel
     elapsed = time.perf_counter() - t0
 
     for r in results:
         notes += [f"{r.id}: {n}" for n in r.notes]
+    if any(r.has_fused and r.has_gt for r in results) and "note" in retention_text(convention):
+        notes.append(retention_text(convention)["note"])
     columns = ordered_columns(results, modes, fusion_names, seg_names, convention.region_names)
     stats = summarize(results, columns)
     if n_prev < len(matched) and report:
@@ -163,6 +186,7 @@ def evaluate(
         "empty_regions": {"both_empty": {"Dice": 1.0, "HD95": 0.0},
                           "one_empty": {"Dice": 0.0, "HD95": "volume diagonal in mm (penalty)"}},
         "std": "sample standard deviation (ddof=1); 0 for a single case",
+        "retention": retention_text(convention),
         "cases": {
             "evaluated": len(results),
             "ids": [r.id for r in results],

@@ -1,5 +1,6 @@
-"""Scoring one case: load it and its predictions, compute fusion metrics, Dice / HD95, region
-volumes and (when asked) the preview; :func:`run_jobs` does it for every case, in worker
+"""Scoring one case: load it and its predictions, compute fusion metrics, lesion contrast
+retention (with a label), Dice / HD95, region volumes and (when asked) the preview and the
+tumour panel; :func:`run_jobs` does it for every case, in worker
 processes when asked."""
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class CaseResult:
     penalised: list[str] = field(default_factory=list)  # regions with exactly one of pred / GT empty
     notes: list[str] = field(default_factory=list)
     preview: bytes | None = None
+    panel: bytes | None = None  # the tumour panel (sources, fused, mean fusion on the tumour's slice)
     has_fused: bool = False
     has_seg: bool = False
     has_gt: bool = False
@@ -115,6 +117,14 @@ def evaluate_case(job: CaseJob) -> CaseResult:
                         raise M2CofsError(f"fusion metrics ({mode} mode) failed: {exc}", job.fused) from None
                     for k in job.fusion_metrics:
                         res.values[f"{mode}/{k}"] = float(vals[k])
+    if fused is not None and case.label is not None:
+        from m2cofs.metrics.retention import defined_for, lesion_retention
+
+        if defined_for(job.convention):  # the run's summary notes a convention without ET / WT once
+            brain = fg if job.mask != "none" else foreground_mask(case.images, case.mask)
+            ret = lesion_retention(sources, fused, case.label, job.convention, brain)
+            res.values.update(ret.as_row())
+            res.notes += ret.notes
     seg = None
     if job.seg is not None:
         own = job.pred_convention or job.convention
@@ -148,8 +158,37 @@ def evaluate_case(job: CaseJob) -> CaseResult:
 
         res.preview = render_case_preview_png(sources, fused, seg, job.convention, gt=case.label,
                                               title=case.id, affine=case.affine)
+        if case.label is not None:
+            res.panel = tumour_panel(sources, fused, case.label, job.convention, case.affine, fg)
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def tumour_panel(sources: dict[str, np.ndarray], fused: np.ndarray | None, label: np.ndarray,
+                 convention: LabelConvention, affine: np.ndarray, brain: np.ndarray) -> bytes | None:
+    """The tumour panel (:func:`~m2cofs.previews.render_tumour_panel_png`): the sources with a
+    lesion contrast (T1ce, FLAIR, T2; else all), the fused volume and mean fusion, captioned
+    with their lesion contrast retention."""
+    from m2cofs.metrics.retention import contrast_kind, defined_for, lesion_retention
+    from m2cofs.previews import render_tumour_panel_png
+
+    shown = {m: v for m, v in sources.items() if contrast_kind(m)} or dict(sources)
+    volumes = dict(shown)
+    if fused is not None:
+        volumes["fused"] = fused
+    if len(sources) >= 2:
+        from m2cofs.data.preprocess import PreprocessConfig, scale_intensity
+
+        # scaled as evaluate scales a mean-fusion prediction, so its caption is the score it would get
+        mean = np.where(brain, np.mean(list(sources.values()), axis=0), 0).astype(np.float32)
+        volumes["mean fusion"] = scale_intensity(mean, brain, PreprocessConfig())[0]
+    captions = {}
+    if defined_for(convention):
+        for name in ("fused", "mean fusion"):
+            if name in volumes:
+                vals = lesion_retention(sources, volumes[name], label, convention, brain).values
+                captions[name] = " · ".join(f"{k} {v:.2f}" for k, v in vals.items()) if vals else ""
+    return render_tumour_panel_png(volumes, label, convention, affine=affine, captions=captions)
 
 
 def run_jobs(jobs: Sequence[CaseJob], workers: int, progress: bool, desc: str) -> list[CaseResult]:

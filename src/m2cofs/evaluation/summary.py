@@ -66,11 +66,14 @@ def summarize(results: Sequence[CaseResult], columns: Sequence[str]) -> dict[str
 
 def ordered_columns(results: Sequence[CaseResult], modes: Sequence[str], fusion: Sequence[str],
                     seg: Sequence[str], regions: Sequence[str]) -> list[str]:
-    """The metric columns present in any result, in a fixed order (segmentation, then fusion)."""
+    """The metric columns present in any result, in a fixed order (segmentation, then fusion,
+    then lesion contrast retention)."""
+    from m2cofs.metrics.retention import retention_columns
+
     present = set().union(*(r.values for r in results)) if results else set()
     cols = [f"{m}/{r}" for m in seg for r in regions]
     cols += [f"{mode}/{m}" for mode in modes for m in fusion]
-    return [c for c in cols if c in present]
+    return [c for c in cols if c in present] + retention_columns(present, ("t1ce", "flair", "t2"))
 
 
 def _fmt_csv(v: float | None) -> str:

@@ -4,8 +4,11 @@ Evaluation (``--metrics``), compare's tables and the report page all read these 
 so a metric is added or renamed in one place. Torch- and SciPy-free: the CLI can list metrics
 without importing the metric code.
 
-Result columns are ``"<mode>/<fusion metric>"`` (``volume/Q_MI``) and
-``"<segmentation metric>/<region>"`` (``Dice/WT``); :func:`higher_is_better` reads both.
+Result columns are ``"<mode>/<fusion metric>"`` (``volume/Q_MI``),
+``"<segmentation metric>/<region>"`` (``Dice/WT``) and ``"retention/<source>"``
+(``retention/t1ce``, ``retention/both``: lesion contrast retention, its own group ``retention``,
+ours and not the paper's; always computed when a fused volume and a label are present, so
+``--metrics`` does not select it); :func:`higher_is_better` reads all three.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 __all__ = [
-    "MetricSpec", "METRICS", "MODES", "FUSION_METRICS", "PAPER_METRICS", "SEG_METRICS",
+    "MetricSpec", "METRICS", "MODES", "FUSION_METRICS", "PAPER_METRICS", "SEG_METRICS", "RETENTION_METRICS",
     "get_metric", "find_metric", "higher_is_better", "resolve_selection", "resolve_modes",
 ]
 
@@ -25,7 +28,7 @@ MODES: tuple[str, ...] = ("volume", "slice")
 @dataclass(frozen=True)
 class MetricSpec:
     name: str
-    group: str  # "fusion" or "segmentation"
+    group: str  # "fusion", "segmentation" or "retention"
     higher_is_better: bool
     paper: bool = False  # one of the paper's six fusion metrics (Table 1)
     aliases: tuple[str, ...] = ()
@@ -52,6 +55,8 @@ _SPECS: tuple[MetricSpec, ...] = (
     _fusion("Q_CV", higher=False),
     MetricSpec("Dice", "segmentation", True),
     MetricSpec("HD95", "segmentation", False),
+    # ours, not the paper's: how much of each source's lesion contrast the fused volume keeps
+    MetricSpec("retention", "retention", True, aliases=("lesion_contrast_retention",)),
 )
 
 #: every metric by its canonical name, in report order
@@ -59,6 +64,7 @@ METRICS: dict[str, MetricSpec] = {s.name: s for s in _SPECS}
 FUSION_METRICS: tuple[str, ...] = tuple(s.name for s in _SPECS if s.group == "fusion")
 PAPER_METRICS: tuple[str, ...] = tuple(s.name for s in _SPECS if s.paper)
 SEG_METRICS: tuple[str, ...] = tuple(s.name for s in _SPECS if s.group == "segmentation")
+RETENTION_METRICS: tuple[str, ...] = tuple(s.name for s in _SPECS if s.group == "retention")
 
 
 def _key(name: str) -> str:
@@ -109,6 +115,7 @@ def higher_is_better(column: str) -> bool | None:
 def resolve_selection(names: str | Sequence[str] | None) -> tuple[list[str], list[str]] | None:
     """A selection of metric names, aliases and groups (``paper``, ``fusion``, ``seg``, ``all``)
     as (fusion metrics, segmentation metrics), each in report order; ``None`` selects all.
+    ``retention`` is accepted and selects nothing more (it is always computed where it can be).
 
     Raises ``KeyError`` naming the first unknown item; returns ``None`` when no item is named.
     """
@@ -128,6 +135,8 @@ def resolve_selection(names: str | Sequence[str] | None) -> tuple[list[str], lis
             spec = find_metric(item)
             if spec is None:
                 raise KeyError(item)
+            if spec.group == "retention":
+                continue
             add_f, add_s = ((spec.name,), ()) if spec.group == "fusion" else ((), (spec.name,))
         fus.update(add_f)
         seg.update(add_s)

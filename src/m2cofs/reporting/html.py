@@ -9,10 +9,12 @@ modalities, modes, mask and scaling, empty-region rules) and the notes of the ru
 provenance of the predictions (model file and its SHA-256, preset, training data, commit, read
 from ``predict.json``); summary tables (n, mean ± std, median, min, max, better direction) for
 segmentation, for the paper's six fusion metrics and for the other fusion metrics, with a
-sentence on which mask convention they follow and why slice and volume values differ; predicted
+sentence on which mask convention they follow and why slice and volume values differ; lesion
+contrast retention (ours, kept apart from the paper's six) with its definition; predicted
 against true region volumes (mL), flagged where they differ wildly; the distributions across
 cases (:mod:`.plots`: box plots, or dots alone below five cases); per-case metric tables; and
-per case its preview (three orthogonal slices of each source, the fused volume, the segmentation
+per case its tumour panel (T1ce, FLAIR, the fused volume and mean fusion on the slice through the
+tumour, with their retention) and its preview (three orthogonal slices of each source, the fused volume, the segmentation
 and the ground truth overlaid on the fused volume) beside that case's numbers. Cases are listed
 worst first (by mean Dice). Numbers have three significant digits (:func:`.format.fmt`).
 """
@@ -122,7 +124,7 @@ def _figures(results, columns) -> list[tuple[str, bytes]]:
                 panels.append((label, series, higher_is_better(cols[0])))
         figs.append((f"Segmentation: Dice and HD95 per region across cases ({style_caption(counts)}; HD95 "
                      "penalties included).", distribution_png(panels, panel_size=(3.6, 3.0))))
-    fmodes = [g for g in groups if g != "segmentation"]
+    fmodes = sec.fusion_modes(groups)
     names: list[str] = []
     for g in fmodes:
         names += [c.split("/", 1)[1] for c in groups[g] if c.split("/", 1)[1] not in names]

@@ -1,8 +1,9 @@
 """The sections of ``report.html`` (each a list of HTML fragments); :mod:`.html` puts them together.
 
 Setup, Provenance (which model), Summary (segmentation; the paper's six fusion metrics; the other
-fusion metrics), Region volumes (predicted against true, mL, flagged when they differ wildly),
-Distributions, Per-case metrics and Cases — cases worst first (by mean Dice).
+fusion metrics; lesion contrast retention, ours), Region volumes (predicted against true, mL, flagged when they differ wildly),
+Distributions, Per-case metrics and Cases — cases worst first (by mean Dice), each with its tumour
+panel (sources, fused volume and mean fusion on the slice through the tumour) and its preview.
 """
 
 from __future__ import annotations
@@ -26,8 +27,29 @@ def paper_metrics() -> tuple[str, ...]:
     return PAPER_METRICS
 
 
+RETENTION_HEADING = "Lesion contrast retention (ours, not the paper's)"
+RETENTION_TEXT = (
+    "Lesion contrast retention (ours, not one of the paper's metrics): d_X(R, B) = (mean_X(R) − mean_X(B)) / "
+    "std_X(brain); a source's retention = d_fused / d_source on the contrast it shows — T1ce: ET against the rest "
+    "of the lesion (the enhancing rim); FLAIR and T2: the whole lesion against the rest of the brain (the oedema). "
+    "1 = the fused volume shows that lesion contrast as strongly as the source, 0 = not at all; both = the smallest "
+    "over the sources. Regions from the ground truth; one with fewer than {n} voxels counts as absent (a case "
+    "without ET: FLAIR alone). Copying a source scores 1 for it and about 0 for the other.")
+
+
+def retention_text() -> str:
+    from m2cofs.metrics.retention import MIN_REGION_VOXELS
+
+    return RETENTION_TEXT.format(n=MIN_REGION_VOXELS)
+
+
+def fusion_modes(groups: Mapping[str, Any]) -> list[str]:
+    """The fusion modes among :func:`group_columns`' groups."""
+    return [g for g in groups if g not in ("segmentation", "retention")]
+
+
 def group_columns(columns: Sequence[str]) -> dict[str, list[str]]:
-    """``segmentation`` (Dice, HD95) and one group per fusion mode, in column order."""
+    """``segmentation`` (Dice, HD95), one group per fusion mode and ``retention``, in column order."""
     groups: dict[str, list[str]] = {}
     for c in columns:
         g = c.split("/", 1)[0]
@@ -123,7 +145,7 @@ def summary_section(summary: Mapping[str, Any], columns: Sequence[str]) -> list[
         return out + ["<p>No metric was computed (no fused volume or scorable segmentation).</p>"]
     if groups.get("segmentation"):
         out += ["<h3>Segmentation (Dice; HD95 in mm)</h3>", table(STAT_HEADER, _stat_rows(groups["segmentation"], stats))]
-    fusion = [c for c in columns if c.split("/", 1)[0] not in ("Dice", "HD95")]
+    fusion = [c for c in columns if c.split("/", 1)[0] not in ("Dice", "HD95", "retention")]
     paper = set(paper_metrics())
     main = [c for c in fusion if c.split("/", 1)[1] in paper]
     other = [c for c in fusion if c.split("/", 1)[1] not in paper]
@@ -139,6 +161,9 @@ def summary_section(summary: Mapping[str, Any], columns: Sequence[str]) -> list[
                 table(STAT_HEADER, _stat_rows(main, stats))]
     if other:
         out += ["<h3>Fusion: other metrics</h3>", table(STAT_HEADER, _stat_rows(other, stats))]
+    if groups.get("retention"):
+        out += [f'<h3 id="retention">{esc(RETENTION_HEADING)}</h3>',
+                f'<p class="sub">{esc(retention_text())}</p>', table(STAT_HEADER, _stat_rows(groups["retention"], stats))]
     return out
 
 
@@ -194,6 +219,11 @@ def per_case_section(results: Sequence[Any], columns: Sequence[str]) -> list[str
             rows = [[_case_link(r), esc(fmt(mean_dice(r))), *(value_cell(c, r) for c in cols)] for r in results]
             out.append(table(["case", "mean Dice", *cols], rows, raw=True))
             continue
+        if g == "retention":
+            out.append(f"<h3>{esc('Lesion contrast retention (ours; empty: not defined for the case)')}</h3>")
+            rows = [[_case_link(r), *(value_cell(c, r) for c in cols)] for r in results]
+            out.append(table(["case", *[c.split("/", 1)[1] for c in cols]], rows, raw=True))
+            continue
         for which, sel in (("the paper's six", [c for c in cols if c.split("/", 1)[1] in paper]),
                            ("other metrics", [c for c in cols if c.split("/", 1)[1] not in paper])):
             if sel:
@@ -206,11 +236,21 @@ def per_case_section(results: Sequence[Any], columns: Sequence[str]) -> list[str
 def cases_section(results: Sequence[Any], columns: Sequence[str], convention: LabelConvention) -> list[str]:
     groups = group_columns(columns)
     out = ['<h2 id="cases">Cases</h2>']
-    shown = [r for r in results if r.preview]
+    shown = [r for r in results if r.preview or getattr(r, "panel", None)]
     if len(shown) < len(results):
         out.append(f'<p class="sub">Previews of {len(shown)} of {len(results)} cases.</p>')
     for r in shown:
         out.append(f'<article class="case" id="{anchor(r.id)}"><h3>{esc(r.id)}</h3>')
+        if getattr(r, "panel", None):
+            out.append(f'<figure class="panel"><img src="{data_uri(r.panel)}" alt="{esc(r.id)}: tumour panel, '
+                       'sources, fused volume and mean fusion on the slice through the tumour"><figcaption>Tumour '
+                       'panel: the axial slice with the most enhancing tumour (ET; else the most whole tumour), '
+                       'each volume in its own display window, the ground truth over the first. Does the fused '
+                       'volume show the enhancing rim of T1ce and the oedema of FLAIR? Retention per source under '
+                       'each fused volume (1 = as strong as in the source, 0 = gone).</figcaption></figure>')
+        if not r.preview:
+            out.append("</article>")
+            continue
         out.append(f'<figure><img src="{data_uri(r.preview)}" alt="{esc(r.id)}: orthogonal slices of the sources, '
                    f'fused volume and segmentation"><figcaption>Axial, coronal and sagittal slices through '
                    f"{'the label centroid' if (r.has_gt or r.has_seg) else 'the centre of the head'}; intensities "
@@ -221,13 +261,17 @@ def cases_section(results: Sequence[Any], columns: Sequence[str], convention: La
             metrics = [m for m in ("Dice", "HD95") if any(c.startswith(m + "/") for c in seg_cols)]
             rows = [[reg, *(value_cell(f"{m}/{reg}", r) for m in metrics)] for reg in convention.region_names]
             out.append(table(["region", *[m + (" (mm)" if m == "HD95" else "") for m in metrics]], rows, raw=True))
-        fmodes = [g for g in groups if g != "segmentation" and any(c in r.values for c in groups[g])]
+        fmodes = [g for g in fusion_modes(groups) if any(c in r.values for c in groups[g])]
         if fmodes:
             names: list[str] = []
             for g in fmodes:
                 names += [c.split("/", 1)[1] for c in groups[g] if c.split("/", 1)[1] not in names]
             rows = [[n, *(value_cell(f"{g}/{n}", r) for g in fmodes)] for n in names]
             out.append(table(["fusion metric", *fmodes], rows, raw=True))
+        ret = [c for c in groups.get("retention", []) if c in r.values]
+        if ret:
+            out.append(table(["retention (ours)", "value"], [[esc(c.split("/", 1)[1]), value_cell(c, r)] for c in ret],
+                             raw=True))
         out.append("</div></article>")
     return out
 
