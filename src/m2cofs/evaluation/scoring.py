@@ -74,7 +74,9 @@ def _read_seg(path: Path, case, convention: LabelConvention) -> np.ndarray:
     bad = check_label_values(set(np.unique(data).tolist()), convention)
     if bad:
         raise M2CofsError(f"segmentation label values {bad} are not in the dataset's {convention.name} convention "
-                          f"(allowed {sorted(convention.values)})", path)
+                          f"(allowed {sorted(convention.values)}): it was written in another one; run "
+                          f"'m2cofs predict --labels {convention.name}' again, or pass evaluate --labels if "
+                          f"{convention.name} is not the dataset's", path)
     return data.astype(np.int16)
 
 
@@ -96,6 +98,12 @@ def evaluate_case(job: CaseJob) -> CaseResult:
         metric_mask = fg
     cfg = PreprocessConfig()
     sources = {m: scale_intensity(v, fg, cfg)[0] for m, v in zip(case.modalities, case.images)}
+    seg = None
+    if job.seg is not None and not job.convention.regions:  # no labels (none): nothing to check it against
+        res.notes.append(f"label convention {job.convention.name!r} has no regions (no label files): "
+                         "segmentation not scored")
+    elif job.seg is not None:
+        seg = _read_seg(job.seg, case, job.convention)  # before the fusion metrics: a mismatch fails fast
     fused = None
     if job.fused is not None:
         raw = _read_prediction(job.fused, case, "fused").astype(np.float32)
@@ -114,13 +122,9 @@ def evaluate_case(job: CaseJob) -> CaseResult:
                         raise M2CofsError(f"fusion metrics ({mode} mode) failed: {exc}", job.fused) from None
                     for k in job.fusion_metrics:
                         res.values[f"{mode}/{k}"] = float(vals[k])
-    seg = None
-    if job.seg is not None:
-        seg = _read_seg(job.seg, case, job.convention)
+    if seg is not None:
         if job.seg_metrics:
-            if not job.convention.regions:
-                res.notes.append(f"label convention {job.convention.name!r} has no regions: segmentation not scored")
-            elif case.label is None:
+            if case.label is None:
                 res.notes.append("no ground-truth label: segmentation not scored")
             else:
                 scores = region_metrics(seg, case.label, job.convention, spacing_from_affine(case.affine),
