@@ -212,3 +212,22 @@ def test_evaluate_convention_mismatch_says_how_to_fix_it(brats2023_run, tmp_path
     err = capsys.readouterr().err
     assert "not in the dataset's brats2023 convention" in err and "m2cofs predict --labels brats2023" in err
     assert not (tmp_path / "rep").exists()
+
+
+# ----------------------------------------------------------------------------- #33.6 the device
+def test_device_cuda_without_cuda_is_refused_and_the_device_used_is_recorded(brats2023_run, monkeypatch, tmp_path,
+                                                                           capsys):
+    import torch
+
+    from m2cofs.cli import main
+    from m2cofs.inference.predictor import resolve_device
+
+    assert brats2023_run["record"]["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu"
+    with pytest.raises(M2CofsError, match="--device cuda: this torch .* pass --device cpu"):
+        resolve_device("cuda")
+    make_case(tmp_path / "d", "c", shape=(24, 24, 20))
+    capsys.readouterr()
+    assert main(["predict", "--input", str(tmp_path / "d"), "--out", str(tmp_path / "p"), "--device", "cuda"]) == 2
+    assert "--device cuda: this torch" in capsys.readouterr().err and not (tmp_path / "p").exists()

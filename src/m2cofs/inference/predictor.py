@@ -56,10 +56,27 @@ def _quiet(message: str, level: str) -> None:
 
 
 def resolve_device(device: str | torch.device) -> str | torch.device:
-    """``"auto"`` and ``"cuda"``: CUDA when available, else the CPU; anything else as given."""
-    if isinstance(device, str) and device in ("auto", "cuda", "cpu"):
-        return "cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+    """``"auto"``: CUDA when available, else the CPU. ``"cuda"`` (or ``"cuda:N"``) where this
+    torch has no usable CUDA is refused (:class:`M2CofsError`): never a silent run on the CPU.
+    Anything else as given."""
+    if isinstance(device, str) and device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        build = (f"this torch ({torch.__version__}) is built without CUDA" if torch.version.cuda is None
+                 else f"this torch ({torch.__version__}, CUDA {torch.version.cuda}) finds no usable GPU")
+        raise M2CofsError(f"--device {device}: {build}; pass --device cpu (or auto), or install a CUDA build of "
+                          "torch (https://pytorch.org/get-started/locally/)")
     return device
+
+
+def device_record(device: str | torch.device) -> dict[str, Any]:
+    """The device the predictions were made on, for ``predict.json``: ``device`` (``cpu``,
+    ``cuda:0``...) and the card's name on CUDA."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return {"device": dev.type}
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    return {"device": f"cuda:{index}", "device_name": torch.cuda.get_device_name(index)}
 
 
 class Predictor:
@@ -206,7 +223,7 @@ class Predictor:
         # model, model_sha256, model_kind, preset, model_version, training_data, training_cases, git_commit
         record = {**model_provenance(model.path, model.meta), "model_name": self.bundled.name if self.bundled else None,
                   "modalities": model.modalities, "label_convention": None, "tasks": model.tasks,
-                  "postprocess": None, "trunk": self.trunk, "cases": {}}
+                  **device_record(self.device), "postprocess": None, "trunk": self.trunk, "cases": {}}
         created = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_staging(out)
