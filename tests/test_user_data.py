@@ -231,3 +231,21 @@ def test_device_cuda_without_cuda_is_refused_and_the_device_used_is_recorded(bra
     capsys.readouterr()
     assert main(["predict", "--input", str(tmp_path / "d"), "--out", str(tmp_path / "p"), "--device", "cuda"]) == 2
     assert "--device cuda: this torch" in capsys.readouterr().err and not (tmp_path / "p").exists()
+
+
+# ----------------------------------------------------------------------------- #33.8 provenance
+def test_provenance_of_the_bundled_model_is_its_cards(brats2023_run, capsys):
+    from m2cofs.bundled import DEFAULT_MODEL, get_model
+    from m2cofs.cli import main
+
+    card = get_model(DEFAULT_MODEL).card["training"]
+    rec = brats2023_run["record"]
+    assert rec["git_commit"] == card["commit"] == "dedca80"
+    assert rec["training_data"] == card["summary"] and rec["training_cases"] == len(card["cases"]) == 18
+    r = brats2023_run
+    assert main(["evaluate", "--pred", str(r["pred"]), "--data", str(r["data"]), "--out", str(r["tmp"] / "rep_pv"),
+                 "--quiet", "--metrics", "EN"]) == 0, capsys.readouterr().err
+    prov = json.loads((r["tmp"] / "rep_pv" / "summary.json").read_text())["provenance"]
+    assert prov["git_commit"] == "dedca80" and prov["training_cases"] == 18
+    html = (r["tmp"] / "rep_pv" / "report.html").read_text()
+    assert "dedca80" in html and "not recorded" not in html

@@ -26,6 +26,11 @@ from m2cofs.io import atomic_write_bytes, atomic_write_json
 FORMAT = "m2cofs-model"
 
 
+# Provenance a sidecar may record although the metadata embedded in the weights lacks it (the
+# bundled model's commit and training data, from its card): the weights stay as they were.
+ADDED_PROVENANCE = ("git_commit", "training_data")
+
+
 def sidecar_path(path: str | Path) -> Path:
     path = Path(path)
     return path.with_name(path.name + ".json")
@@ -138,7 +143,8 @@ def load_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         embedded = (fh.metadata() or {}).get("m2cofs")
     if embedded is not None:
         emb = json.loads(embedded)
-        side = {k: v for k, v in meta.items() if k != "sha256"}
+        # the checksum, and provenance a sidecar may add after the fact to weights that lack it
+        side = {k: v for k, v in meta.items() if k != "sha256" and not (k in ADDED_PROVENANCE and k not in emb)}
         if emb != side:
             raise M2CofsError(f"metadata embedded in the weights does not match {sidecar_path(path).name}", path)
     return tensors, meta
