@@ -249,3 +249,20 @@ def test_provenance_of_the_bundled_model_is_its_cards(brats2023_run, capsys):
     assert prov["git_commit"] == "dedca80" and prov["training_cases"] == 18
     html = (r["tmp"] / "rep_pv" / "report.html").read_text()
     assert "dedca80" in html and "not recorded" not in html
+
+
+# ----------------------------------------------------------------------------- #33.5 the Python API
+def test_python_api_takes_bundled_names_and_fuses_on_the_input_grid_as_the_cli(brats2023_run):
+    from m2cofs.bundled import DEFAULT_MODEL
+    from m2cofs.inference import fusion_head_kind, load_model, predict_case
+
+    r, cid = brats2023_run, brats2023_run["cid"]
+    model = load_model(DEFAULT_MODEL)
+    assert fusion_head_kind(model) == "weights" and model.path.name == "model.safetensors"
+    with pytest.raises(M2CofsError, match="unknown model 'no-such-model'"):
+        load_model("no-such-model")
+    ds = model.dataset(r["data"])
+    pred = predict_case(model, ds.prepared(0))
+    assert pred.info["fusion_grid"] == "input"
+    cli = np.asarray(nib.load(str(r["pred"] / cid / f"{cid}_fused.nii.gz")).dataobj)
+    np.testing.assert_allclose(pred.fused, cli, atol=1e-4)
