@@ -266,3 +266,22 @@ def test_python_api_takes_bundled_names_and_fuses_on_the_input_grid_as_the_cli(b
     assert pred.info["fusion_grid"] == "input"
     cli = np.asarray(nib.load(str(r["pred"] / cid / f"{cid}_fused.nii.gz")).dataobj)
     np.testing.assert_allclose(pred.fused, cli, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- #33.9 fast errors
+def test_predict_refuses_bad_input_before_importing_torch(tmp_path):
+    from test_cli_startup import heavy, imported_modules
+
+    make_case(tmp_path / "one", "c", modalities=("t1ce",))
+    (tmp_path / "random.ckpt").write_bytes(np.random.default_rng(0).bytes(4096))
+    make_case(tmp_path / "good", "g")
+    for argv, text in (
+        (["--input", str(tmp_path / "nope"), "--out", str(tmp_path / "o1")], "no such file or folder"),
+        (["--input", str(tmp_path / "one"), "--out", str(tmp_path / "o2")], "no flair image"),
+        (["--input", str(tmp_path / "good"), "--out", str(tmp_path / "o3"), "--model", str(tmp_path / "random.ckpt")],
+         "random.ckpt"),
+    ):
+        res, mods = imported_modules("predict", *argv)
+        assert res.returncode == 2 and text in res.stderr, res.stderr[-1500:]
+        assert not heavy(mods), f"{argv}: imported {heavy(mods)[:5]} before refusing"
+        assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3"))

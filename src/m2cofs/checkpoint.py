@@ -13,15 +13,18 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
 
 from m2cofs import __version__
 from m2cofs.errors import M2CofsError
 from m2cofs.io import atomic_write_bytes, atomic_write_json
+
+if TYPE_CHECKING:
+    import torch
+# torch (safetensors.torch) is imported where tensors are read or written, not here: a model's
+# sidecar can be checked without it (m2cofs predict refuses a wrong model file in well under 1 s)
 
 FORMAT = "m2cofs-model"
 
@@ -46,6 +49,8 @@ def sha256_file(path: Path) -> str:
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Write tensors as safetensors, atomically."""
+    from safetensors.torch import save
+
     clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     # Serialised in memory, then written by Python: a full disk is then a plain OSError (ENOSPC)
     # that atomic_write_bytes turns into a clear error, with any previous file left intact.
@@ -54,6 +59,8 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     """Read a safetensors file; anything else (e.g. a pickle) is refused without being executed."""
+    from safetensors.torch import load_file
+
     if not Path(path).is_file():
         raise M2CofsError("file not found", path)
     try:

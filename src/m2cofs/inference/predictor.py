@@ -311,9 +311,6 @@ class Predictor:
 
 def _check_modalities(model: LoadedModel, cases) -> None:
     """Every case has every modality the model was trained on (checked on the file names found)."""
-    for spec in cases:
-        missing = [m for m in model.modalities if m not in spec.images]
-        if missing:
-            where = next(iter(spec.images.values())).path.parent if spec.images else None
-            raise M2CofsError(f"the model needs modalities {', '.join(model.modalities)}; case {spec.id} has "
-                              f"{', '.join(spec.images) or 'no image'} (no {', '.join(missing)} image)", where)
+    from m2cofs.data.conventions import check_cases_have
+
+    check_cases_have(model.modalities, cases)
