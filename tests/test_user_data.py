@@ -128,6 +128,7 @@ def test_predict_labels_flag_wins_and_the_header_says_it(tmp_path, capsys):
 
     assert output_convention("brats2021", get_convention("brats2013"))[0].name == "brats2017"
     assert output_convention("plain", get_convention("brats2013"))[0].name == "brats2013"
+    assert output_convention("msd", get_convention("brats2013"))[0].name == "msd"
     assert output_convention("brats2023", get_convention("mrbrains"))[0].name == "mrbrains"
     make_case(tmp_path / "d", "c", shape=(24, 24, 20))
     assert main(["predict", "--input", str(tmp_path / "d"), "--out", str(tmp_path / "p"), "--no-preview",

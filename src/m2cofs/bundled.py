@@ -96,7 +96,7 @@ def _labels_written(card: dict[str, Any]) -> str:
     own = card.get("label_convention", "?")
     if set(card.get("regions", [])) != {"ET", "TC", "WT"}:
         return f"the {own} convention"
-    return f"the input naming's convention (BraTS 2023: brats2023; BraTS 2018-2021: brats2017; else {own})"
+    return f"the input naming's convention (BraTS 2023: brats2023; BraTS 2018-2021: brats2017; Decathlon: msd; else {own})"
 
 
 def summary_line(m: BundledModel) -> str:

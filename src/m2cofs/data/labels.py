@@ -113,8 +113,9 @@ _CANDIDATES = {
 
 # The convention a segmentation is written in for cases of each file naming, where the user does
 # not say (``m2cofs predict --labels``): BraTS 2023 naming gets the 2023 values (ET = 3), BraTS
-# 2018-2021 naming the 2017 values (ET = 4), each as that dataset's own tools read them.
-NAMING_CONVENTIONS = {"brats2023": "brats2023", "brats2021": "brats2017"}
+# 2018-2021 naming the 2017 values (ET = 4), the Decathlon's layout its own (ET = 3), each as
+# that dataset's own tools read them.
+NAMING_CONVENTIONS = {"brats2023": "brats2023", "brats2021": "brats2017", "msd": "msd"}
 
 
 def output_convention(naming: str | None, model: LabelConvention) -> tuple[LabelConvention, str]:
@@ -125,7 +126,9 @@ def output_convention(naming: str | None, model: LabelConvention) -> tuple[Label
     if name:
         conv = CONVENTIONS[name]
         if list(conv.regions) == list(model.regions) and conv.nested == model.nested:
-            return conv, f"{'BraTS 2023' if naming == 'brats2023' else 'BraTS 2018-2021'} file naming"
+            what = {"brats2023": "BraTS 2023 file naming", "brats2021": "BraTS 2018-2021 file naming",
+                    "msd": "Decathlon layout"}[naming]
+            return conv, what
     return model, "the model's"
 
 

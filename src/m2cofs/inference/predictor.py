@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from m2cofs.data.labels import LabelConvention, get_convention, output_convention
+from m2cofs.data.labels import NAMING_CONVENTIONS, LabelConvention, get_convention, output_convention
 from m2cofs.data.loading import Case
 from m2cofs.data.preprocess import PreparedCase
 from m2cofs.errors import M2CofsError
@@ -142,8 +142,9 @@ class Predictor:
         """The label convention written, as the header says it."""
         if self.labels is not None:
             return f"{self.labels.name} (--labels)"
-        named = [f"{output_convention(n, model.convention)[0].name} for {n} naming" for n in ("brats2023", "brats2021")]
-        return f"{', '.join(dict.fromkeys(named))}, else {model.convention.name}"
+        named = [f"{output_convention(n, model.convention)[0].name} for {n} naming" for n in NAMING_CONVENTIONS
+                 if output_convention(n, model.convention)[0] is not model.convention]
+        return f"{', '.join(named)}, else {model.convention.name}" if named else model.convention.name
 
     def case_convention(self, spec) -> tuple[LabelConvention, str]:
         """The convention a found case's segmentation is written in, and why: ``labels`` where
