@@ -85,9 +85,10 @@ class Predictor:
     ``model``: a :class:`LoadedModel` (put on ``device`` in eval mode), or what ``--model``
     takes: a model file, a run folder (its ``unified.ckpt``) or a bundled model's name;
     ``None``: the default bundled model. ``labels``: the convention of the written segmentation;
-    default (``None``): each case's own naming's (BraTS 2023 naming: ``brats2023``, ET = 3;
-    BraTS 2018-2021 naming: ``brats2017``, ET = 4; see
-    :func:`~m2cofs.data.labels.output_convention`), else the model's. ``postprocess`` (``None``: the model's setting), ``detail_transfer``
+    default (``None``): each case's own naming's in :meth:`predict_folder` (BraTS 2023 naming:
+    ``brats2023``, ET = 3; BraTS 2018-2021 naming: ``brats2017``, ET = 4; see
+    :func:`~m2cofs.data.labels.output_convention`), else (and in :meth:`predict_case`) the
+    model's. ``postprocess`` (``None``: the model's setting), ``detail_transfer``
     (``auto``/``on``/``off``), ``trunk`` (``window``/``volume``), ``overlap`` and
     ``sw_batch_size`` of the sliding window (default for each: the model's ``inference``
     setting); ``threshold`` on the region probabilities.
@@ -163,8 +164,8 @@ class Predictor:
         (default: ``labels``, else the model's)."""
         from m2cofs import inference  # the package's predict_case: the one a caller may have replaced
 
-        return inference.predict_case(self.model, case, convention or self.convention, self.device, self.postprocess, source=source,
-                                      detail_transfer=self.detail_transfer, trunk=self.trunk, overlap=self.overlap,
+        return inference.predict_case(self.model, case, convention or self.convention, self.device, self.postprocess,
+                                      source=source, detail_transfer=self.detail_transfer, trunk=self.trunk, overlap=self.overlap,
                                       sw_batch_size=self.sw_batch_size, threshold=self.threshold)
 
     def case_summary(self, case: PreparedCase) -> tuple[str, list[str]]:
