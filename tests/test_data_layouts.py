@@ -154,10 +154,17 @@ def test_datalist_entry_names_its_own_convention(tmp_path):
         discover(tmp_path / "datalist.json")
 
 
-def test_datalist_refuses_escaping_paths(tmp_path):
+def test_datalist_takes_absolute_and_parent_paths_but_checks_they_exist(tmp_path):
+    make_case(tmp_path / "elsewhere", "x")
     (tmp_path / "d").mkdir()
+    far = tmp_path / "elsewhere" / "x"
+    (tmp_path / "d" / "list.json").write_text(json.dumps([{"id": "a", "t1ce": str(far / "x_t1ce.nii.gz"),
+                                                            "flair": "../elsewhere/x/x_flair.nii.gz"}]))
+    spec = discover(tmp_path / "d" / "list.json")
+    assert {m: r.path for m, r in spec.cases[0].images.items()} == {"t1ce": far / "x_t1ce.nii.gz",
+                                                                      "flair": far / "x_flair.nii.gz"}
     (tmp_path / "d" / "list.json").write_text(json.dumps([{"id": "a", "t1": "../x.nii.gz", "flair": "y.nii.gz"}]))
-    with pytest.raises(M2CofsError, match="escapes the datalist's folder"):
+    with pytest.raises(M2CofsError, match=r"a t1: file not found: .*x\.nii\.gz"):
         discover(tmp_path / "d" / "list.json")
 
 

@@ -100,13 +100,13 @@ def _duplicate_ids(root):
     return root, "duplicate case id 'dup'"
 
 
-def _datalist_escape(root):
-    make_case(root.parent / "outside", "x")
+def _datalist_missing(root):
+    make_case(root.parent / "outside", "x")  # ../ paths are allowed, but each file must exist
     root.mkdir(parents=True, exist_ok=True)
     (root / "datalist.json").write_text(json.dumps([
-        {"id": "x", "t1ce": "../outside/x/x_t1ce.nii.gz", "flair": "../outside/x/x_flair.nii.gz",
+        {"id": "x", "t1ce": "../outside/x/x_t1ce.nii.gz", "flair": "../outside/x/x_t2.nii.gz",
          "label": "../outside/x/x_seg.nii.gz"}]))
-    return root / "datalist.json", "escapes the datalist's folder"
+    return root / "datalist.json", "file not found"
 
 
 def _datalist_bad_id(root):
@@ -117,14 +117,14 @@ def _datalist_bad_id(root):
 
 
 MAKERS = [bad.missing_modality, _extra_modality, bad.truncated, bad.not_gzip, bad.not_nifti, bad.four_d, bad.nan, bad.all_zero,
-          bad.shape_mismatch, bad.affine_mismatch, bad.bad_labels, bad.empty, _duplicate_ids, _datalist_escape, _datalist_bad_id]
+          bad.shape_mismatch, bad.affine_mismatch, bad.bad_labels, bad.empty, _duplicate_ids, _datalist_missing, _datalist_bad_id]
 # predict ignores label files, so a label outside the convention is not its concern
 NOT_FOR = {"predict": {bad.bad_labels}, "evaluate": set()}
 
 
 def _dataset(tmp_path: Path, maker):
     root = tmp_path / "data"
-    if maker not in (bad.empty, _datalist_escape, _datalist_bad_id):
+    if maker not in (bad.empty, _datalist_missing, _datalist_bad_id):
         make_case(root, "aaa", seed=7)  # a good case first: the failure comes after some work was done
     where, text = maker(root)
     data = root / "datalist.json" if (root / "datalist.json").exists() else root

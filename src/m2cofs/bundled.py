@@ -91,13 +91,21 @@ def _fmt(v: Any) -> str:
     return "—" if v is None else str(v)
 
 
+def _labels_written(card: dict[str, Any]) -> str:
+    """The label values a prediction is written in (see m2cofs.data.labels.output_convention)."""
+    own = card.get("label_convention", "?")
+    if set(card.get("regions", [])) != {"ET", "TC", "WT"}:
+        return f"the {own} convention"
+    return f"the input naming's convention (BraTS 2023: brats2023; BraTS 2018-2021: brats2017; Decathlon: msd; else {own})"
+
+
 def summary_line(m: BundledModel) -> str:
     c = m.card
     q = c.get("quality", {}).get("held_out", {})
     dice = ", ".join(f"{r} {_fmt(q.get('Dice/' + r))}" for r in c.get("regions", []))
     return (f"{m.name}{' (default)' if m.name == DEFAULT_MODEL else ''}: {c.get('description', '')}\n"
             f"    input: {', '.join(c['modalities'])} (any order: channels are matched by name); "
-            f"grid {c.get('grid', '?')}; output labels: {c.get('label_convention', '?')} ({', '.join(c.get('regions', []))})\n"
+            f"grid {c.get('grid', '?')}; output labels: {_labels_written(c)} ({', '.join(c.get('regions', []))})\n"
             f"    trained on: {c.get('training', {}).get('summary', '?')}\n"
             f"    held-out Dice: {dice or '—'}  (details: m2cofs models --details {m.name})")
 
@@ -111,8 +119,8 @@ def render_card(m: BundledModel) -> str:
              "## What it expects and gives", "",
              f"- Input: {', '.join(c['modalities'])}, co-registered, skull-stripped, on one grid "
              f"(BraTS-style; any voxel size: every case is resampled to the model grid {c.get('grid', '?')}).",
-             f"- Output: the fused volume on the input's own grid, and a label map in the "
-             f"{c.get('label_convention', '?')} convention (regions {', '.join(c.get('regions', []))}).",
+             f"- Output: the fused volume on the input's own grid, and a label map in "
+             f"{_labels_written(c)} (regions {', '.join(c.get('regions', []))}; `--labels` chooses).",
              f"- Network: M²-CoFS, preset `{c.get('preset', '?')}` — {c.get('recipe', '')}",
              f"- File: `{MODEL_FILE}` ({c.get('size_mb', '?')} MB), SHA-256 `{c.get('sha256', '?')}`.", "",
              "## Training data", "",

@@ -15,17 +15,25 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
 
 from m2cofs import __version__
 from m2cofs.errors import M2CofsError
 from m2cofs.io import atomic_write_bytes, atomic_write_json
 
+if TYPE_CHECKING:
+    import torch
+# torch (safetensors.torch) is imported where tensors are read or written, not here: a model's
+# sidecar can be checked without it (m2cofs predict refuses a wrong model file in well under 1 s)
+
 FORMAT = "m2cofs-model"
+
+
+# Provenance a sidecar may record although the metadata embedded in the weights lacks it (the
+# bundled model's commit and training data, from its card): the weights stay as they were.
+ADDED_PROVENANCE = ("git_commit", "training_data")
 
 
 def sidecar_path(path: str | Path) -> Path:
@@ -43,6 +51,8 @@ def sha256_file(path: Path) -> str:
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Write tensors as safetensors, atomically."""
+    from safetensors.torch import save
+
     clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     # Serialised in memory, then written by Python: a full disk is then a plain OSError (ENOSPC)
     # that atomic_write_bytes turns into a clear error, with any previous file left intact.
@@ -51,6 +61,8 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     """Read a safetensors file; anything else (e.g. a pickle) is refused without being executed."""
+    from safetensors.torch import load_file
+
     if not Path(path).is_file():
         raise M2CofsError("file not found", path)
     try:
@@ -147,7 +159,9 @@ def load_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         emb = json.loads(embedded)
     except (json.JSONDecodeError, TypeError):
         raise M2CofsError("has unreadable metadata embedded in the weights", path) from None
-    side = {k: v for k, v in meta.items() if k != "sha256"}
+    # the checksum, and provenance a sidecar may add after the fact to weights that lack it
+    side = {k: v for k, v in meta.items()
+            if k != "sha256" and not (k in ADDED_PROVENANCE and isinstance(emb, dict) and k not in emb)}
     if emb != side:
         diff = sorted(k for k in set(emb) | set(side) if emb.get(k) != side.get(k)) if isinstance(emb, dict) else []
         raise M2CofsError(f"metadata embedded in the weights does not match {sidecar_path(path).name}"

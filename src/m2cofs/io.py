@@ -150,6 +150,15 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def _xform_codes(header: Any | None) -> tuple[int, int]:
+    """``(qform_code, sform_code)`` of a NIfTI header, kept as they are (1, 1 without one). Both
+    at 0 stay 0: readers then take the affine from the voxel sizes, the same one as the input's."""
+    try:
+        return int(header["qform_code"]), int(header["sform_code"])
+    except (TypeError, KeyError, ValueError, IndexError):
+        return 1, 1
+
+
 def save_nifti(
     target: str | os.PathLike,
     array: np.ndarray,
@@ -160,7 +169,9 @@ def save_nifti(
     """Write ``array`` as a NIfTI-1 file with ``affine`` (and the source ``header``), atomically.
 
     The header's data type and scaling are reset to those of ``array`` (or ``dtype``) so a label
-    map written over a float image header stays integer, and an image is not re-quantised.
+    map written over a float image header stays integer, and an image is not re-quantised. The
+    source header's ``qform_code`` and ``sform_code`` are kept (an input with ``sform_code`` 0
+    gives an output with ``sform_code`` 0); without a header both are 1 (scanner).
     """
     import nibabel as nib
 
@@ -169,6 +180,7 @@ def save_nifti(
     img = nib.Nifti1Image(arr, affine, header=hdr)
     img.set_data_dtype(arr.dtype)
     img.header.set_slope_inter(1.0, 0.0)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
+    qcode, scode = _xform_codes(hdr)
+    img.set_qform(affine, code=qcode)
+    img.set_sform(affine, code=scode)
     atomic_write_with(target, lambda p: nib.save(img, str(p)))

@@ -50,11 +50,10 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Arguments → :class:`~m2cofs.inference.Predictor` → :meth:`~m2cofs.inference.Predictor.predict_folder`
-    (torch is imported here, not at start-up)."""
+    (torch is imported here, not at start-up, and only once :func:`check_before_loading` passed)."""
+    check_before_loading(args)
     from m2cofs.inference import Predictor
-    from m2cofs.inference.output_folder import check_prediction_folder
 
-    check_prediction_folder(Path(args.out), Path(args.input))  # before the model is loaded, as ever
     predictor = Predictor(args.model, device=args.device, labels=args.labels, postprocess=args.postprocess,
                           detail_transfer=args.detail_transfer, trunk=args.trunk, progress=not args.no_progress,
                           **({"max_voxels": args.max_voxels} if args.max_voxels else {}))
@@ -63,3 +62,32 @@ def run(args: argparse.Namespace) -> int:
                              resample_to=resample_arg(args.resample_to), overwrite=args.overwrite,
                              preview=not args.no_preview)
     return 0
+
+
+def check_before_loading(args: argparse.Namespace) -> None:
+    """What can be refused without torch, in well under a second (as ``data check``): an output
+    folder inside the input, a model file that is not one (or a wrong name), an input path
+    without cases, cases without the model's modalities. ``Predictor`` checks them all again."""
+    from m2cofs.bundled import resolve_model
+    from m2cofs.checkpoint import read_sidecar, resolve_model_file
+    from m2cofs.data.conventions import check_cases_have
+    from m2cofs.data.layouts import discover
+    from m2cofs.errors import M2CofsError
+    from m2cofs.io import is_inside
+
+    out, data = Path(args.out), Path(args.input)
+    if not data.exists():
+        raise M2CofsError("no such file or folder", data)
+    root = data if data.is_dir() else data.parent  # as training.run_folder.check_output_folder (torch-free here)
+    if is_inside(out, root):
+        raise M2CofsError(f"the output folder must not be the input folder or inside it ({root})", out)
+    if out.exists() and not out.is_dir():
+        raise M2CofsError("exists and is not a folder", out)
+    path, _ = resolve_model(args.model)
+    path = resolve_model_file(path)
+    meta = read_sidecar(path)
+    spec = discover(data, args.format)
+    ids = {i.strip() for i in args.ids.split(",")} if args.ids else None
+    cases = [c for c in spec.cases if ids is None or c.id in ids]
+    if isinstance(meta.get("modalities"), list):
+        check_cases_have([str(m) for m in meta["modalities"]], cases)

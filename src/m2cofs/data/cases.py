@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FORMATS = ("auto", "brats2021", "brats2023", "msd", "mrbrains", "datalist")
+FORMATS = ("auto", "brats2021", "brats2023", "msd", "mrbrains", "plain", "datalist")
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 MAX_DEPTH = 4  # how deep below DATA to look for case files
 

@@ -192,3 +192,13 @@ def common_modalities(spec: DatasetSpec) -> tuple[list[str], str | None]:
             f"{', '.join(dropped)}, which {len(lacking)} case(s) lack (e.g. {', '.join(lacking[:3])}); "
             "pass --modalities to choose")
     return order(common), note
+
+
+def check_cases_have(modalities: list[str], cases: list[CaseSpec], who: str = "the model") -> None:
+    """Every case has every one of ``modalities`` (checked on the file names found, nothing read)."""
+    for spec in cases:
+        missing = [m for m in modalities if m not in spec.images]
+        if missing:
+            where = next(iter(spec.images.values())).path.parent if spec.images else None
+            raise M2CofsError(f"{who} needs modalities {', '.join(modalities)}; case {spec.id} has "
+                              f"{', '.join(spec.images) or 'no image'} (no {', '.join(missing)} image)", where)

@@ -37,6 +37,18 @@ def _resolve_inside(base: Path, rel: str, json_path: Path, what: str) -> Path:
     return base / p
 
 
+def _resolve_listed(base: Path, rel: str, json_path: Path, what: str) -> Path:
+    """A datalist entry's file: an absolute path, or one relative to the JSON file's folder
+    (``../`` included: the datalist is how files kept elsewhere are described); it must exist."""
+    if not isinstance(rel, str) or not rel:
+        raise M2CofsError(f"{what}: expected a file path, got {rel!r}", json_path)
+    p = Path(rel).expanduser()
+    p = p if p.is_absolute() else Path(os.path.normpath(base / p))
+    if not p.exists():
+        raise M2CofsError(f"{what}: file not found: {p}", json_path)
+    return p
+
+
 def _plain_id(cid: str) -> bool:
     """A case id usable as one folder name: no path separators, not hidden, printable."""
     return (cid not in (".", "..") and not cid.startswith(".") and "/" not in cid and "\\" not in cid
@@ -79,9 +91,9 @@ def discover_datalist(json_path: Path) -> DatasetSpec:
                                       f"{', '.join(CONVENTIONS)}", json_path)
                 declared = value
             elif k in ("label", "seg"):
-                label = _resolve_inside(base, value, json_path, f"{cid} {key}")
+                label = _resolve_listed(base, value, json_path, f"{cid} {key}")
             elif k in ("mask", "brainmask"):
-                mask = _resolve_inside(base, value, json_path, f"{cid} {key}")
+                mask = _resolve_listed(base, value, json_path, f"{cid} {key}")
             else:
                 canon = normalize_modality(key)
                 if canon is None:
@@ -89,7 +101,7 @@ def discover_datalist(json_path: Path) -> DatasetSpec:
                     continue
                 if canon in images:
                     raise M2CofsError(f"{cid}: modality {canon} given twice ({key!r})", json_path)
-                images[canon] = ImageRef(_resolve_inside(base, value, json_path, f"{cid} {key}"))
+                images[canon] = ImageRef(_resolve_listed(base, value, json_path, f"{cid} {key}"))
         cases.append(CaseSpec(cid.strip(), images, label, mask, notes, "datalist", declared_convention=declared))
     return DatasetSpec(json_path, "datalist", cases)
 

@@ -111,6 +111,27 @@ _CANDIDATES = {
 }
 
 
+# The convention a segmentation is written in for cases of each file naming, where the user does
+# not say (``m2cofs predict --labels``): BraTS 2023 naming gets the 2023 values (ET = 3), BraTS
+# 2018-2021 naming the 2017 values (ET = 4), the Decathlon's layout its own (ET = 3), each as
+# that dataset's own tools read them.
+NAMING_CONVENTIONS = {"brats2023": "brats2023", "brats2021": "brats2017", "msd": "msd"}
+
+
+def output_convention(naming: str | None, model: LabelConvention) -> tuple[LabelConvention, str]:
+    """The convention to write a case of file naming ``naming`` in (see
+    :data:`NAMING_CONVENTIONS`), and why; the model's own where the naming does not say or its
+    regions differ."""
+    name = NAMING_CONVENTIONS.get(naming or "")
+    if name:
+        conv = CONVENTIONS[name]
+        if list(conv.regions) == list(model.regions) and conv.nested == model.nested:
+            what = {"brats2023": "BraTS 2023 file naming", "brats2021": "BraTS 2018-2021 file naming",
+                    "msd": "Decathlon layout"}[naming]
+            return conv, what
+    return model, "the model's"
+
+
 def regions_of_values(values: set[int], convention: LabelConvention) -> dict[str, tuple[int, ...]]:
     """Which of ``values`` fall in each of the convention's regions."""
     return {r: tuple(sorted(v for v in values if v in m)) for r, m in convention.regions.items()}

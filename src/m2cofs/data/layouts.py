@@ -9,8 +9,12 @@ Supported layouts (``--format``):
                (channels named by ``dataset.json["modality"]``) + ``labelsTr``.
 ``mrbrains``   MRBrainS13: ``<case>/{T1,T1_IR,T2_FLAIR}.nii[.gz]`` + ``LabelsForTesting`` (or
                ``LabelsForTraining``); the case id is the folder name.
+``plain``      one folder per case holding files named by modality alone:
+               ``<case>/{t1,t1c,t2,flair,seg}.nii.gz`` (any alias of :mod:`m2cofs.data.modalities`:
+               ``t1ce``, ``t2f``, ``T1w``...; ``seg``/``label``, ``mask``/``brainmask``); the case
+               id is the folder name.
 ``datalist``   a MONAI-style JSON list of ``{"id": ..., <modality>: path, ..., "label": path,
-               "mask": path, "labels": convention}`` (paths relative to the JSON file's folder;
+               "mask": path, "labels": convention}`` (relative paths from the JSON file's folder;
                ``labels``, optional, is that case's label convention), which covers any naming.
 ``auto``       the layout whose file patterns match most files under the given path.
 
@@ -55,7 +59,20 @@ def _parse_mrbrains(path: Path, stem: str) -> tuple[str, str] | None:
     return (path.parent.name, role) if role else None
 
 
-_PARSERS = {"brats2021": _parse_brats2021, "brats2023": _parse_brats2023, "mrbrains": _parse_mrbrains}
+_PLAIN_ROLES = {"seg": "label", "label": "label", "labels": "label", "mask": "mask", "brainmask": "mask"}
+# names only MRBrainS13 uses: a folder holding one of them is MRBrainS, not the plain layout
+_MRBRAINS_ONLY = {"t1_ir", "t2_flair", "labelsfortesting", "labelsfortraining"}
+
+
+def _parse_plain(path: Path, stem: str) -> tuple[str, str] | None:
+    from m2cofs.data.modalities import normalize_modality
+
+    role = _PLAIN_ROLES.get(stem.lower()) or normalize_modality(stem)
+    return (path.parent.name, role) if role else None
+
+
+_PARSERS = {"brats2021": _parse_brats2021, "brats2023": _parse_brats2023, "mrbrains": _parse_mrbrains,
+            "plain": _parse_plain}
 
 
 def _walk_nifti(root: Path, skipped: list[str] | None = None) -> list[Path]:
@@ -147,15 +164,18 @@ def detect_format(path: str | os.PathLike) -> str:
     scores = {}
     for fmt, parser in _PARSERS.items():
         scores[fmt] = sum(parser(f, strip_nifti_suffix(f.name)) is not None for f in files)
-    # BraTS-2021 stems like "x_t1" also match nothing else; "T1.nii" in MRBrainS matches only mrbrains.
-    best = max(scores, key=lambda k: (scores[k], k == "brats2021"))
+    # BraTS-2021 stems like "x_t1" also match nothing else. "T1.nii" is both MRBrainS and plain: a
+    # folder with one of MRBrainS's own names (T1_IR, T2_FLAIR, LabelsFor...) is MRBrainS.
+    if any(strip_nifti_suffix(f.name).lower() in _MRBRAINS_ONLY for f in files):
+        scores["plain"] = 0
+    best = max(scores, key=lambda k: (scores[k], k == "brats2021", k == "mrbrains"))
     if scores[best] == 0:
         for name in ("datalist.json",):
             if (path / name).is_file():
                 return "datalist"
         raise M2CofsError(
             "no file names match a known layout (BraTS 2018-2021 <id>_t1ce.nii.gz, BraTS 2023 <id>-t1c.nii.gz, "
-            "Decathlon dataset.json, MRBrainS13 T1.nii); describe the cases in a datalist JSON",
+            "Decathlon dataset.json, MRBrainS13 T1.nii, <case>/t1c.nii.gz); describe the cases in a datalist JSON",
             path,
         )
     return best

@@ -131,6 +131,8 @@ def evaluate(
             pred,
         )
     check_not_dataset_files(preds, spec, matched)
+    if not convention.regions and any(preds.cases[cid].seg is not None for cid in matched):
+        notes.append(f"the dataset has no labels ({conv_reason}): segmentation metrics skipped, fusion metrics only")
     if resample_to is not None and resample_to not in mods:
         raise M2CofsError(f"--resample-to {resample_to}: not among the evaluated modalities {', '.join(mods)}")
 

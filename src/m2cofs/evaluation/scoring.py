@@ -77,7 +77,9 @@ def _read_seg(path: Path, case, convention: LabelConvention) -> np.ndarray:
     bad = check_label_values(set(np.unique(data).tolist()), convention)
     if bad:
         raise M2CofsError(f"segmentation label values {bad} are not in the {convention.name} convention "
-                          f"(allowed {sorted(convention.values)})", path)
+                          f"(allowed {sorted(convention.values)}): it was written in another one; run "
+                          f"'m2cofs predict --labels {convention.name}' again, or pass evaluate --labels if "
+                          f"{convention.name} is not the dataset's", path)
     return data.astype(np.int16)
 
 
@@ -99,6 +101,21 @@ def evaluate_case(job: CaseJob) -> CaseResult:
         metric_mask = fg
     cfg = PreprocessConfig()
     sources = {m: scale_intensity(v, fg, cfg)[0] for m, v in zip(case.modalities, case.images)}
+    seg = None
+    if job.seg is not None and not job.convention.regions:  # no labels (none): nothing to check it against
+        res.notes.append(f"label convention {job.convention.name!r} has no regions (no label files): "
+                         "segmentation not scored")
+    elif job.seg is not None:  # before the fusion metrics: a mismatch fails fast
+        own = job.pred_convention or job.convention
+        seg = _read_seg(job.seg, case, own)
+        if own.name != job.convention.name:  # the same regions in the dataset's values
+            from m2cofs.data.labels import labels_to_regions, regions_to_labels
+
+            regions = labels_to_regions(seg, own)
+            order = [own.region_names.index(r) for r in job.convention.region_names]
+            seg = regions_to_labels(regions[order], job.convention).astype(np.int16)
+            res.notes.append(f"segmentation read in its {own.name} convention (predict.json), scored as "
+                             f"{job.convention.name}")
     fused = None
     if job.fused is not None:
         raw = _read_prediction(job.fused, case, "fused").astype(np.float32)
@@ -125,22 +142,9 @@ def evaluate_case(job: CaseJob) -> CaseResult:
             ret = lesion_retention(sources, fused, case.label, job.convention, brain)
             res.values.update(ret.as_row())
             res.notes += ret.notes
-    seg = None
-    if job.seg is not None:
-        own = job.pred_convention or job.convention
-        seg = _read_seg(job.seg, case, own)
-        if own.name != job.convention.name:  # the same regions in the dataset's values
-            from m2cofs.data.labels import labels_to_regions, regions_to_labels
-
-            regions = labels_to_regions(seg, own)
-            order = [own.region_names.index(r) for r in job.convention.region_names]
-            seg = regions_to_labels(regions[order], job.convention).astype(np.int16)
-            res.notes.append(f"segmentation read in its {own.name} convention (predict.json), scored as "
-                             f"{job.convention.name}")
+    if seg is not None:
         if job.seg_metrics:
-            if not job.convention.regions:
-                res.notes.append(f"label convention {job.convention.name!r} has no regions: segmentation not scored")
-            elif case.label is None:
+            if case.label is None:
                 res.notes.append("no ground-truth label: segmentation not scored")
             else:
                 scores = region_metrics(seg, case.label, job.convention, spacing_from_affine(case.affine),

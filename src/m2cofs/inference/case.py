@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -109,6 +110,31 @@ def _check_preprocessing(model: LoadedModel, case: PreparedCase, build: str) -> 
         raise M2CofsError(f"case {case.id!r} was preprocessed unlike {_model_name(model)}: {'; '.join(diffs)}; {build}")
 
 
+def read_source(case: PreparedCase) -> tuple[Case | None, str]:
+    """The case as loaded, read back from the files its metadata names, for input-grid fusion
+    when the caller did not pass it; ``(None, why)`` where they cannot give back its own grid."""
+    import re
+
+    from m2cofs.data.cases import CaseSpec, ImageRef
+    from m2cofs.data.loading import load_case, same_grid
+
+    files = case.meta.files or {}
+    images = {}
+    for m in case.meta.modalities:
+        if m not in files:
+            return None, f"its metadata names no {m} file"
+        hit = re.fullmatch(r"(.*)\[channel (\d+)\]", files[m])
+        images[m] = ImageRef(Path(hit[1]), int(hit[2])) if hit else ImageRef(Path(files[m]))
+    spec = CaseSpec(case.id, images, None, Path(files["mask"]) if files.get("mask") else None)
+    try:
+        source = load_case(spec, list(case.meta.modalities), load_label=False)
+    except M2CofsError as exc:
+        return None, f"its files cannot be read back ({exc})"
+    if not same_grid(source.shape, source.affine, case.meta.original_shape, np.array(case.meta.original_affine)):
+        return None, "its files are not on its original grid (resampled)"
+    return source, ""
+
+
 def predict_case(model: LoadedModel, case: PreparedCase, out_convention: LabelConvention | None = None,
                  device: str | torch.device = "cpu", postprocess: bool | None = None,
                  source: Case | None = None, detail_transfer: str | None = None,
@@ -117,7 +143,9 @@ def predict_case(model: LoadedModel, case: PreparedCase, out_convention: LabelCo
     """Predict one preprocessed case and bring the results back to its original grid.
 
     ``source`` (the case as loaded, before preprocessing): with a ``weights`` fusion head the
-    fused volume is composed from it on the input's own grid (:func:`compose_on_input_grid`);
+    fused volume is composed from it on the input's own grid (:func:`compose_on_input_grid`;
+    without it the files the case's metadata names are read back, :func:`read_source`, so the
+    result is the CLI's; ``info["fusion_grid"]`` says which grid it is);
     with an ``image`` head it lets the fused volume take back the detail finer than the model
     grid (:func:`transfer_detail`), as ``detail_transfer`` (default: the model's
     ``inference.detail_transfer``) asks. Without it the fused volume is the model grid's,
@@ -135,6 +163,11 @@ def predict_case(model: LoadedModel, case: PreparedCase, out_convention: LabelCo
     fused = label = None
     info: dict[str, Any] = {"notes": notes} if notes else {}
     weights = raw.pop("fusion_weights", None)
+    if weights is not None and source is None:  # as the CLI does: the sources at full resolution
+        source, why = read_source(case)
+        if source is None:
+            info.setdefault("notes", []).append(f"the fused volume is the model grid's, resampled: {why}; pass "
+                                                "source= (dataset.prepared_with_source) for the input grid's")
     if weights is not None and source is not None:  # the weights head: fuse on the input grid
         fused = compose_on_input_grid(weights, case, source, model.preprocessing)
         raw.pop("fused", None)

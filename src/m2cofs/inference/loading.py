@@ -62,7 +62,12 @@ class LoadedModel:
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Build the network described by a model file's sidecar and load its weights.
 
-    ``path`` may be a training run's folder: its ``unified.ckpt`` is loaded (``.path`` says so)."""
+    ``path`` may be a training run's folder: its ``unified.ckpt`` is loaded (``.path`` says so),
+    or a bundled model's name (``"brats-t1ce-flair"``), as ``m2cofs predict --model`` takes it."""
+    from m2cofs.bundled import resolve_model
+
+    if not isinstance(path, Path):
+        path = resolve_model(str(path))[0]  # a file wins over a bundled model of the same name
     path = resolve_model_file(path)
     tensors, meta = load_model_file(path)
     try:

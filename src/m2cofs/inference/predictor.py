@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from m2cofs.data.labels import LabelConvention, get_convention
+from m2cofs.data.labels import NAMING_CONVENTIONS, LabelConvention, get_convention, output_convention
 from m2cofs.data.loading import Case
 from m2cofs.data.preprocess import PreparedCase
 from m2cofs.errors import M2CofsError
@@ -56,10 +56,27 @@ def _quiet(message: str, level: str) -> None:
 
 
 def resolve_device(device: str | torch.device) -> str | torch.device:
-    """``"auto"`` and ``"cuda"``: CUDA when available, else the CPU; anything else as given."""
-    if isinstance(device, str) and device in ("auto", "cuda", "cpu"):
-        return "cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+    """``"auto"``: CUDA when available, else the CPU. ``"cuda"`` (or ``"cuda:N"``) where this
+    torch has no usable CUDA is refused (:class:`M2CofsError`): never a silent run on the CPU.
+    Anything else as given."""
+    if isinstance(device, str) and device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        build = (f"this torch ({torch.__version__}) is built without CUDA" if torch.version.cuda is None
+                 else f"this torch ({torch.__version__}, CUDA {torch.version.cuda}) finds no usable GPU")
+        raise M2CofsError(f"--device {device}: {build}; pass --device cpu (or auto), or install a CUDA build of "
+                          "torch (https://pytorch.org/get-started/locally/)")
     return device
+
+
+def device_record(device: str | torch.device) -> dict[str, Any]:
+    """The device the predictions were made on, for ``predict.json``: ``device`` (``cpu``,
+    ``cuda:0``...) and the card's name on CUDA."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return {"device": dev.type}
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    return {"device": f"cuda:{index}", "device_name": torch.cuda.get_device_name(index)}
 
 
 class Predictor:
@@ -67,8 +84,11 @@ class Predictor:
 
     ``model``: a :class:`LoadedModel` (put on ``device`` in eval mode), or what ``--model``
     takes: a model file, a run folder (its ``unified.ckpt``) or a bundled model's name;
-    ``None``: the default bundled model. ``labels``: the convention of the written segmentation
-    (default: the model's). ``postprocess`` (``None``: the model's setting), ``detail_transfer``
+    ``None``: the default bundled model. ``labels``: the convention of the written segmentation;
+    default (``None``): each case's own naming's in :meth:`predict_folder` (BraTS 2023 naming:
+    ``brats2023``, ET = 3; BraTS 2018-2021 naming: ``brats2017``, ET = 4; see
+    :func:`~m2cofs.data.labels.output_convention`), else (and in :meth:`predict_case`) the
+    model's. ``postprocess`` (``None``: the model's setting), ``detail_transfer``
     (``auto``/``on``/``off``), ``trunk`` (``window``/``volume``), ``overlap`` and
     ``sw_batch_size`` of the sliding window (default for each: the model's ``inference``
     setting); ``threshold`` on the region probabilities.
@@ -83,13 +103,15 @@ class Predictor:
         self.progress = progress
         self.device = resolve_device(device)
         self.bundled = None  # the BundledModel, where ``model`` named one
+        # the convention asked for; None: each case's naming's (see output_convention)
+        self.labels: LabelConvention | None = get_convention(labels) if isinstance(labels, str) else labels
         if isinstance(model, LoadedModel):
             prepare_for_inference(model.net, self.device)
             self.model = model
         else:
             self.model = self._load(model)
         inf = self.model.config.inference
-        self.convention = get_convention(labels) if isinstance(labels, str) else (labels or self.model.convention)
+        self.convention = self.labels or self.model.convention  # what predict_case writes
         self.postprocess = postprocess
         self.detail_transfer = detail_transfer or inf.detail_transfer
         self.trunk = trunk or inf.trunk
@@ -113,21 +135,38 @@ class Predictor:
             grid = model.meta.get("preprocessing", {}).get("spacing")
             self.log(f"m2cofs predict: model: {self.bundled.name} (bundled{'; the default' if spec is None else ''}; "
                      f"{', '.join(model.modalities)}; grid {'x'.join(f'{v:g}' for v in grid) + ' mm' if grid else 'the input'}"
-                     f"; labels {model.convention.name})", "note")
+                     f"; labels {self._labels_text(model)})", "note")
         elif model.path != path:  # a run folder: its unified model
             self.log(f"m2cofs predict: note: --model {spec} is a folder; using {model.path}", "note")
         return model
 
+    def _labels_text(self, model: LoadedModel) -> str:
+        """The label convention written, as the header says it."""
+        if self.labels is not None:
+            return f"{self.labels.name} (--labels)"
+        named = [f"{output_convention(n, model.convention)[0].name} for {n} naming" for n in NAMING_CONVENTIONS
+                 if output_convention(n, model.convention)[0] is not model.convention]
+        return f"{', '.join(named)}, else {model.convention.name}" if named else model.convention.name
+
+    def case_convention(self, spec) -> tuple[LabelConvention, str]:
+        """The convention a found case's segmentation is written in, and why: ``labels`` where
+        given, else its file naming's (:func:`~m2cofs.data.labels.output_convention`)."""
+        if self.labels is not None:
+            return self.labels, "given with --labels"
+        return output_convention(getattr(spec, "format", None), self.model.convention)
+
     # ------------------------------------------------------------------ one case
-    def predict_case(self, case: PreparedCase, source: Case | None = None) -> CasePrediction:
+    def predict_case(self, case: PreparedCase, source: Case | None = None,
+                     convention: LabelConvention | None = None) -> CasePrediction:
         """:func:`~m2cofs.inference.predict_case` with this predictor's model and settings:
         the fused volume and the label map on the case's original grid. ``source``, the case as
         loaded (``dataset.prepared_with_source``), lets the fused volume be made on the input
-        grid (see :func:`~m2cofs.inference.needs_source`)."""
+        grid (see :func:`~m2cofs.inference.needs_source`). ``convention``: the labels written
+        (default: ``labels``, else the model's)."""
         from m2cofs import inference  # the package's predict_case: the one a caller may have replaced
 
-        return inference.predict_case(self.model, case, self.convention, self.device, self.postprocess, source=source,
-                                      detail_transfer=self.detail_transfer, trunk=self.trunk, overlap=self.overlap,
+        return inference.predict_case(self.model, case, convention or self.convention, self.device, self.postprocess,
+                                      source=source, detail_transfer=self.detail_transfer, trunk=self.trunk, overlap=self.overlap,
                                       sw_batch_size=self.sw_batch_size, threshold=self.threshold)
 
     def case_summary(self, case: PreparedCase) -> tuple[str, list[str]]:
@@ -172,7 +211,7 @@ class Predictor:
         from m2cofs.io import atomic_write_json, is_inside
         from m2cofs.inference.provenance import model_provenance
 
-        model, conv = self.model, self.convention
+        model = self.model
         out = Path(out)
         check_prediction_folder(out, Path(input))
         ds = MultiModalDataset(input, format, modalities=model.modalities, resample_to=resample_to,
@@ -192,8 +231,8 @@ class Predictor:
         self.log(f"m2cofs predict: {len(ds)} case(s), {estimate}", "info")
         # model, model_sha256, model_kind, preset, model_version, training_data, training_cases, git_commit
         record = {**model_provenance(model.path, model.meta), "model_name": self.bundled.name if self.bundled else None,
-                  "modalities": model.modalities, "label_convention": conv.name, "tasks": model.tasks,
-                  "postprocess": None, "trunk": self.trunk, "cases": {}}
+                  "modalities": model.modalities, "label_convention": None, "tasks": model.tasks,
+                  **device_record(self.device), "postprocess": None, "trunk": self.trunk, "cases": {}}
         created = not out.exists()
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -233,23 +272,32 @@ class Predictor:
         model = self.model
         t0 = time.time()
         may_transfer = "fusion" in model.tasks and (self.detail_transfer != "off" or fusion_head_kind(model) == "weights")
+        written: list[str] = []
         for i in tqdm(range(len(ds)), desc="predict", unit="case", disable=not self.progress):
-            if may_transfer:  # input-grid fusion needs the loaded case too: read the files once
-                case, source = ds.prepared_with_source(i)
-                if not needs_source(model, self.detail_transfer, case):
-                    source = None
+            if may_transfer or preview:  # input-grid fusion and the preview need the loaded case too
+                case, loaded = ds.prepared_with_source(i)
+                source = loaded if may_transfer and needs_source(model, self.detail_transfer, case) else None
             else:
-                case, source = ds.prepared(i), None
+                case, loaded, source = ds.prepared(i), None, None
+            conv, why = self.case_convention(ds.cases[i])
             info, notes = self.case_summary(case)
+            if "segmentation" in model.tasks:
+                info += f"; labels {conv.name} ({why})"
             self.log(f"m2cofs predict: {info}", "info")  # stderr keeps errors, notes and the bar
             for note in notes:
                 self.log(f"m2cofs predict: {note}", "note")
-            pred = self.predict_case(case, source)
+            pred = self.predict_case(case, source, conv)
             del source
-            self._write_case(staging / case.id, case, pred, preview)
+            self._write_case(staging / case.id, case, pred, conv, loaded if preview else None)
+            del loaded
             if pred.label is not None:
                 record["postprocess"] = pred.info.get("postprocess")
+                written.append(conv.name)
             record["cases"][case.id] = {"seconds": round(pred.seconds, 2), **pred.info}
+            if pred.label is not None:
+                record["cases"][case.id]["label_convention"] = conv.name
+        names = list(dict.fromkeys(written))
+        record["label_convention"] = names[0] if len(names) == 1 else ("per case" if names else None)
         record["seconds"] = round(time.time() - t0, 2)
         if model.config.inference and record["postprocess"] is not None:
             inf = model.config.inference
@@ -261,8 +309,10 @@ class Predictor:
         if self.threshold != 0.5:
             record["threshold"] = self.threshold
 
-    def _write_case(self, folder: Path, case: PreparedCase, pred: CasePrediction, preview: bool) -> None:
-        from m2cofs.data.preprocess import restore
+    def _write_case(self, folder: Path, case: PreparedCase, pred: CasePrediction, conv: LabelConvention,
+                    loaded: Case | None) -> None:
+        """The case's fused volume and label map; its preview beside them where ``loaded`` (the
+        case as read, at full resolution) is given."""
         from m2cofs.io import save_nifti
 
         aff = np.array(case.meta.original_affine)
@@ -271,13 +321,12 @@ class Predictor:
             save_nifti(folder / f"{case.id}_fused.nii.gz", pred.fused, aff, header, dtype=np.float32)
         if pred.label is not None:
             save_nifti(folder / f"{case.id}_seg.nii.gz", pred.label, aff, header, dtype=np.uint8)
-        if preview:
+        if loaded is not None:  # the sources as read, beside the fused volume on the same grid
             from m2cofs.previews import save_case_preview
 
-            sources = restore(case.image, case.meta, "image")
-            save_case_preview(folder / f"{case.id}_preview.png", dict(zip(self.model.modalities, sources)), pred.fused,
-                              pred.label, self.convention, title=f"{case.id} — {self.model.meta.get('kind', 'model')}",
-                              affine=aff)
+            sources = {m: loaded.images[loaded.modalities.index(m)] for m in self.model.modalities}
+            save_case_preview(folder / f"{case.id}_preview.png", sources, pred.fused, pred.label, conv,
+                              title=f"{case.id} — {self.model.meta.get('kind', 'model')}", affine=aff)
 
 
 def _case_folder(ds, cid: str):
@@ -295,9 +344,6 @@ def _remove_if_empty(folder: Path) -> None:
 
 def _check_modalities(model: LoadedModel, cases) -> None:
     """Every case has every modality the model was trained on (checked on the file names found)."""
-    for spec in cases:
-        missing = [m for m in model.modalities if m not in spec.images]
-        if missing:
-            where = next(iter(spec.images.values())).path.parent if spec.images else None
-            raise M2CofsError(f"the model needs modalities {', '.join(model.modalities)}; case {spec.id} has "
-                              f"{', '.join(spec.images) or 'no image'} (no {', '.join(missing)} image)", where)
+    from m2cofs.data.conventions import check_cases_have
+
+    check_cases_have(model.modalities, cases)
