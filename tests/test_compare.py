@@ -26,6 +26,27 @@ def test_folds_cover_every_case_once():
         make_folds(ids, 1)
 
 
+def test_one_split_by_test_ids(synth32, tmp_path, capsys):
+    """``--test-ids`` holds out the named cases in one split (e.g. a leave-one-source-out check):
+    folds.json records it; unknown ids and holding out everything are refused by name."""
+    from m2cofs.compare import CompareOptions
+    from m2cofs.compare.run import plan_folds
+
+    ids = sorted(p.name for p in synth32.iterdir() if p.is_dir())
+    opts = CompareOptions(data=str(synth32), out=str(tmp_path / "cmp"), test_ids=[ids[1]])
+    folds = plan_folds(opts, tmp_path / "cmp")
+    assert len(folds) == 1 and folds[0].test_ids == [ids[1]] and folds[0].train_ids == [ids[0]]
+    saved = json.loads((tmp_path / "cmp" / "folds.json").read_text())
+    assert saved["k"] == "split" and saved["folds"] == [[ids[1]]]
+    other = CompareOptions(data=str(synth32), out=str(tmp_path / "cmp"), test_ids=[ids[0]])
+    with pytest.raises(M2CofsError, match="other folds"):
+        plan_folds(other, tmp_path / "cmp")
+    assert main(["compare", "--data", str(synth32), "--out", str(tmp_path / "x"), "--test-ids", "nope"]) == 2
+    assert "no case 'nope'" in capsys.readouterr().err
+    assert main(["compare", "--data", str(synth32), "--out", str(tmp_path / "y"), "--test-ids", ",".join(ids)]) == 2
+    assert "nothing is left to train on" in capsys.readouterr().err
+
+
 def test_method_selection():
     assert parse_methods(None) == DEFAULT_METHODS
     assert parse_methods("classical") == ["m2cofs", *GROUPS["classical"]]  # the reference is always there

@@ -29,6 +29,9 @@ def add_parser(sub) -> None:
     p.add_argument("--fold", action="append", default=None, metavar="I",
                    help="run only fold I (repeatable or comma-separated, numbered from 0); the tables use every "
                         "fold finished so far, so folds can run on several machines into one folder")
+    p.add_argument("--test-ids", default=None, metavar="IDS",
+                   help="one split instead of --folds: hold out these cases (comma-separated ids), train on the rest; "
+                        "e.g. the cases of one source, for a leave-one-source-out check")
     p.add_argument("--mode", default="volume", choices=("volume", "slice"), help="fusion-metric mode (default volume)")
     p.add_argument("--format", default="auto", choices=FORMATS)
     p.add_argument("--labels", default="auto", choices=CONVENTION_CHOICES)
@@ -43,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     opts = CompareOptions(data=args.data, out=args.out, methods=parse_methods(args.methods), preset=args.preset,
                           overrides=args.set, folds=args.folds, format=args.format, labels=args.labels,
                           modalities=modalities_arg(args.modalities), mode=args.mode, progress=not args.no_progress,
-                          run_folds=_fold_list(args.fold))
+                          run_folds=_fold_list(args.fold),
+                          test_ids=[t.strip() for t in args.test_ids.split(",") if t.strip()] if args.test_ids else None)
     compare(opts)
     return 0
 

@@ -22,3 +22,4 @@ class CompareOptions:
     progress: bool = True
     fisher_batches: int = 8
     run_folds: list[int] | None = None  # train/predict only these folds (None: all); the tables use every finished one
+    test_ids: list[str] | None = None  # one split instead of folds: these cases held out, the rest trained on

@@ -49,6 +49,12 @@ def plan_folds(opts: CompareOptions, out: Path) -> list[Fold]:
     check_output_folder(out, Path(opts.data))
     probe = MultiModalDataset(opts.data, opts.format, opts.labels, opts.modalities, preprocess=None)
     ids = probe.ids
+    if opts.test_ids:
+        unknown = sorted(set(opts.test_ids) - set(ids))
+        if unknown:
+            raise M2CofsError(f"--test-ids: no case {unknown[0]!r} in the data ({len(unknown)} unknown)", opts.data)
+        if set(opts.test_ids) >= set(ids):
+            raise M2CofsError("--test-ids holds out every case: nothing is left to train on", opts.data)
     folds_json = out / "folds.json"
     if not folds_json.exists():
         # A new comparison: read and check every case before anything is written, so bad input
@@ -59,14 +65,15 @@ def plan_folds(opts: CompareOptions, out: Path) -> list[Fold]:
         for i in range(len(probe)):
             probe.load_raw(i)
     out.mkdir(parents=True, exist_ok=True)
+    k = "split" if opts.test_ids else opts.folds
     if folds_json.exists():
         saved = json.loads(folds_json.read_text())
-        if saved.get("ids") != ids or saved.get("k") != opts.folds:
-            raise M2CofsError("holds a comparison of other cases or another --folds; use another folder", out)
+        if saved.get("ids") != ids or saved.get("k") != k or (opts.test_ids and saved["folds"] != [sorted(opts.test_ids)]):
+            raise M2CofsError("holds a comparison of other cases or other folds; use another folder", out)
         held = saved["folds"]
     else:
-        held = make_folds(ids, opts.folds, seed=0)
-        atomic_write_json(folds_json, {"ids": ids, "k": opts.folds, "folds": held, "methods": opts.methods,
+        held = make_folds(ids, opts.folds, seed=0) if not opts.test_ids else [sorted(opts.test_ids)]
+        atomic_write_json(folds_json, {"ids": ids, "k": k, "folds": held, "methods": opts.methods,
                                        "preset": opts.preset, "overrides": opts.overrides})
     return [Fold(i, h, [c for c in ids if c not in h], out / f"fold{i}") for i, h in enumerate(held)]
 
