@@ -52,12 +52,14 @@ def evaluate(
     progress: bool = True,
     workers: int = 1,
     max_previews: int | None = DEFAULT_MAX_PREVIEWS,
+    brats_official: bool = False,
     log=None,
 ) -> EvaluationResult:
     """Evaluate the predictions in ``pred`` against the dataset ``data``; write into ``out``.
 
     See :mod:`m2cofs.evaluation`. Raises :class:`M2CofsError` for every user-facing problem; in
-    that case nothing is written to ``out``.
+    that case nothing is written to ``out``. ``brats_official``: add BraTS's lesion-wise Dice and
+    HD95 per region (:mod:`m2cofs.evaluation.brats_official`; needs ``pip install 'm2cofs[brats]'``).
     """
     from m2cofs.data.dataset import case_convention, resolve_convention
     from m2cofs.data.layouts import discover
@@ -68,6 +70,10 @@ def evaluate(
     fusion_names, seg_names = resolve_metric_names(metrics)
     if workers < 1:
         raise M2CofsError("--workers must be at least 1")
+    if brats_official:  # before any work: the optional package is there
+        from m2cofs.evaluation.brats_official import require
+
+        require()
     if mask not in MASKS:
         raise M2CofsError(f"--mask: unknown mask {mask!r}; choose {' or '.join(MASKS)}")
 
@@ -87,6 +93,10 @@ def evaluate(
     preds = find_predictions(pred, ignore=[out])
     spec = discover(data, format)
     convention, conv_reason = resolve_convention(spec, labels)
+    if brats_official:
+        from m2cofs.evaluation.brats_official import check_convention
+
+        check_convention(convention)
     mods, mods_reason = resolve_modalities(modalities, preds, spec)
     notes = list(preds.notes)
 
@@ -114,7 +124,8 @@ def evaluate(
     # every case previewed: with its metrics; only some: the worst ones, rendered once the metrics are known
     inline = report and n_prev == len(matched)
     jobs = [CaseJob(by_id[cid], mods, case_convention(by_id[cid], convention), resample_to, preds.cases[cid].fused, preds.cases[cid].seg,
-                    modes, fusion_names, seg_names, preview=inline, mask=mask)
+                    modes, fusion_names, seg_names, preview=inline, mask=mask,
+                    brats_official=brats_official)
             for cid in matched]
     check_prediction_grids(jobs)
     log(f"evaluating {len(jobs)} case(s): labels {convention.name} ({conv_reason}); sources "
@@ -127,7 +138,7 @@ def evaluate(
 
         worst = [r.id for r in worst_first(results)[:n_prev]]
         by_job = {j.spec.id: j for j in jobs}
-        shots = run_jobs([replace(by_job[cid], fusion_metrics=[], seg_metrics=[], preview=True) for cid in worst],
+        shots = run_jobs([replace(by_job[cid], fusion_metrics=[], seg_metrics=[], preview=True, brats_official=False) for cid in worst],
                           workers, progress, "previews")
         for r in results:
             for shot in shots:
@@ -137,7 +148,10 @@ def evaluate(
 
     for r in results:
         notes += [f"{r.id}: {n}" for n in r.notes]
-    columns = ordered_columns(results, modes, fusion_names, seg_names, convention.region_names)
+    from m2cofs.evaluation.brats_official import METRICS as BRATS_METRICS
+
+    columns = ordered_columns(results, modes, fusion_names, seg_names + list(BRATS_METRICS if brats_official else ()),
+                              convention.region_names)
     stats = summarize(results, columns)
     if n_prev < len(matched) and report:
         notes.append(f"report previews of {n_prev} of {len(matched)} cases, the worst by mean Dice (--max-previews)")
@@ -153,6 +167,9 @@ def evaluate(
         "modes": modes,
         "fusion_metrics": fusion_names,
         "segmentation_metrics": seg_names,
+        "brats_official": ({"package": "brats-evaluation (panoptica), glioma configuration 'gli'",
+                            "columns": "LesionDice/<region>, LesionHD95/<region> (mm; infinite -> 373)"}
+                           if brats_official else None),
         "mask": mask,
         "mask_description": MASK_TEXT[mask],
         "scaling": SCALING_TEXT[mask],

@@ -20,6 +20,10 @@ SLICE_VS_VOLUME = (
     "mode (and the same mask) can be compared; the paper's Table 1 comes from 2-D scripts run slice by slice.")
 
 
+#: the column groups of segmentation metrics (``LesionDice``/``LesionHD95``: ``--brats-official``)
+SEG_GROUPS = ("Dice", "HD95", "LesionDice", "LesionHD95")
+
+
 def paper_metrics() -> tuple[str, ...]:
     from m2cofs.metrics.registry import PAPER_METRICS
 
@@ -31,7 +35,7 @@ def group_columns(columns: Sequence[str]) -> dict[str, list[str]]:
     groups: dict[str, list[str]] = {}
     for c in columns:
         g = c.split("/", 1)[0]
-        groups.setdefault("segmentation" if g in ("Dice", "HD95") else g, []).append(c)
+        groups.setdefault("segmentation" if g in SEG_GROUPS else g, []).append(c)
     return groups
 
 
@@ -123,7 +127,7 @@ def summary_section(summary: Mapping[str, Any], columns: Sequence[str]) -> list[
         return out + ["<p>No metric was computed (no fused volume or scorable segmentation).</p>"]
     if groups.get("segmentation"):
         out += ["<h3>Segmentation (Dice; HD95 in mm)</h3>", table(STAT_HEADER, _stat_rows(groups["segmentation"], stats))]
-    fusion = [c for c in columns if c.split("/", 1)[0] not in ("Dice", "HD95")]
+    fusion = [c for c in columns if c.split("/", 1)[0] not in SEG_GROUPS]
     paper = set(paper_metrics())
     main = [c for c in fusion if c.split("/", 1)[1] in paper]
     other = [c for c in fusion if c.split("/", 1)[1] not in paper]
