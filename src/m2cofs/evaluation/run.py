@@ -195,6 +195,15 @@ def evaluate(
     from m2cofs.reporting.provenance import provenance_from_predict
 
     summary["provenance"] = provenance_from_predict(preds.info, preds.root / "predict.json")
+    recorded = preds.info.get("cases") if isinstance(preds.info, dict) else None
+    trust = {cid: c["trust"] for cid, c in (recorded if isinstance(recorded, dict) else {}).items()
+             if cid in matched and isinstance(c, dict) and isinstance(c.get("trust"), dict)}
+    if trust:  # m2cofs predict's trust check (m2cofs.inference.trust)
+        summary["trust"] = trust
+        flagged = [cid for cid, t in trust.items() if t.get("flags")]
+        if flagged:
+            notes.append(f"{len(flagged)} case(s) looked out of domain to m2cofs predict's trust check (do not trust "
+                         f"their segmentation): {', '.join(flagged[:10])}{', ...' if len(flagged) > 10 else ''}")
     volumes = volume_table(results)
     if volumes:
         summary["volumes_ml"] = volumes

@@ -146,6 +146,30 @@ def summary_section(summary: Mapping[str, Any], columns: Sequence[str]) -> list[
     return out
 
 
+def trust_section(summary: Mapping[str, Any], order: Sequence[str]) -> list[str]:
+    """``m2cofs predict``'s trust check per case (``summary.json``'s ``trust``, from predict.json)."""
+    trust = summary.get("trust") or {}
+    if not trust:
+        return []
+    names = ["wt_ml", "et_wt", "lesion_prob", "mirror_dice"]
+    out = ['<h2 id="trust">Trust check</h2>',
+           '<p class="sub">Does each case look like the model\'s training data? Signals of <code>m2cofs predict</code> '
+           '(whole-tumour volume in mL, ET/WT ratio, mean WT probability in the predicted WT, agreement with the '
+           'left-right mirrored prediction) against the ranges of the model\'s training cases; '
+           '<span class="pen">⚠</span> marks a case that looks out of domain: do not trust its segmentation.</p>']
+    rows = []
+    for cid in [c for c in order if c in trust] + [c for c in trust if c not in order]:
+        t = trust[cid]
+        sig = t.get("signals") or {}
+        verdict = ("no reference" if t.get("ok") is None else "in domain" if t.get("ok")
+                   else '<span class="pen">⚠ out of domain</span>')
+        cells = [esc(cid), verdict] + [esc(fmt(sig[n])) if sig.get(n) is not None else '<span class="na">–</span>'
+                                       for n in names]
+        rows.append(cells + [esc("; ".join(t.get("flags") or []))])
+    out.append(table(["case", "verdict", *names, "reasons"], rows, raw=True))
+    return out
+
+
 def volumes_section(summary: Mapping[str, Any], order: Sequence[str], convention: LabelConvention) -> list[str]:
     vols = summary.get("volumes_ml") or {}
     if not vols:
