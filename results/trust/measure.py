@@ -147,7 +147,7 @@ def table(cache: Path) -> None:
     path, _ = resolve_model(MODEL)
     ref = json.loads((Path(path).parent / "trust.json").read_text())
     sig = _signals(cache)
-    names = list(SIGNALS)
+    names = list(SIGNALS) + [k for k in next(iter(sig.values())) if k.startswith("median_")]
     print("| case | role | " + " | ".join(names) + " | flagged | reasons |")
     print("| --- | --- | " + " | ".join("---" for _ in names) + " | --- | --- |")
     order = sorted(sig, key=lambda k: (k.startswith("standin_"), k == HELD_OUT, k))
