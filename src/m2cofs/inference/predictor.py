@@ -242,6 +242,9 @@ class Predictor:
             flagged = [cid for cid, t in checked.items() if t.get("flags")]
             record["trust"] = {"checked": len(checked), "flagged": flagged,
                                "reference": next((t["reference"] for t in checked.values() if t.get("reference")), None)}
+            if record["trust"]["reference"] is None:  # said in predict.json, not printed (a user's own model)
+                record["trust"]["note"] = ("the model has no trust reference ranges (trust.json beside it): the cases "
+                                           "were not checked against its training data; their signals are recorded")
             if flagged:
                 self.log(f"m2cofs predict: warning: {len(flagged)} of {len(checked)} case(s) look out of domain "
                          f"(their segmentations are not to be trusted): {', '.join(flagged)}", "note")
@@ -264,10 +267,6 @@ class Predictor:
         line = warning_line(case_id, trust)
         if line:
             self.log(f"m2cofs predict: {line}", "note")
-        elif trust.get("ok") is None and not getattr(self, "_said_no_reference", False):
-            self._said_no_reference = True
-            self.log("m2cofs predict: note: this model has no trust reference ranges (trust.json beside it): cases "
-                     "are not checked against its training data; their signals are recorded in predict.json", "note")
 
     def _write_case(self, folder: Path, case: PreparedCase, pred: CasePrediction, preview: bool) -> None:
         from m2cofs.data.preprocess import restore
