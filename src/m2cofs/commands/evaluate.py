@@ -36,6 +36,10 @@ def add_parser(sub) -> None:
     p.add_argument("--metrics", default=None, metavar="LIST",
                    help="comma-separated subset of Q_MI,Q_TE,Q_NCIE,Q_G,MI,VIF,EN,SD,SF,AG,SSIM,PSNR,Q_CB,Q_CV,Dice,HD95 "
                         "(or paper, fusion, seg, all; default all)")
+    p.add_argument("--brats-official", action="store_true",
+                   help="also BraTS's official lesion-wise Dice and HD95 per region (LesionDice/<region>, "
+                        "LesionHD95/<region>), computed by the challenge's brats-evaluation package; needs "
+                        "pip install 'm2cofs[brats]'")
     p.add_argument("--no-report", action="store_true", help="write metrics.csv and summary.json only")
     p.add_argument("--max-previews", type=int, default=20, metavar="N",
                    help="case previews embedded in report.html (default 20): the N worst cases by mean Dice (cases "
@@ -55,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         modalities=modalities_arg(args.modalities), resample_to=resample_arg(args.resample_to),
         mode=args.mode, metrics=args.metrics, mask=args.mask, report=not args.no_report, overwrite=args.overwrite,
         progress=not args.quiet, workers=args.workers, max_previews=args.max_previews,
+        brats_official=args.brats_official,
         log=(lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr)),
     )
     for n in res.notes:

@@ -38,6 +38,9 @@ def add_parser(sub) -> None:
                         "inference.trunk); volume: encoders, F and the fusion head once per voxel and only the "
                         "segmentation head in windows: the fused volume 3-4x faster and without seams, but the "
                         "segmentation much worse (for fusion)")
+    p.add_argument("--no-trust-check", action="store_true",
+                   help="skip the check of each case against the model's training data (saves the one extra, "
+                        "mirrored pass of the segmentation; predict.json then has no trust signals)")
     p.add_argument("--no-preview", action="store_true", help="skip the PNG previews")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs in OUT")
@@ -56,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     predictor = Predictor(args.model, device=args.device, labels=args.labels, postprocess=args.postprocess,
                           detail_transfer=args.detail_transfer, trunk=args.trunk, progress=not args.no_progress,
+                          trust=not args.no_trust_check,
                           **({"max_voxels": args.max_voxels} if args.max_voxels else {}))
     predictor.predict_folder(args.input, args.out, format=args.format,
                              ids=[i.strip() for i in args.ids.split(",")] if args.ids else None,

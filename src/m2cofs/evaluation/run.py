@@ -73,12 +73,14 @@ def evaluate(
     progress: bool = True,
     workers: int = 1,
     max_previews: int | None = DEFAULT_MAX_PREVIEWS,
+    brats_official: bool = False,
     log=None,
 ) -> EvaluationResult:
     """Evaluate the predictions in ``pred`` against the dataset ``data``; write into ``out``.
 
     See :mod:`m2cofs.evaluation`. Raises :class:`M2CofsError` for every user-facing problem; in
-    that case nothing is written to ``out``.
+    that case nothing is written to ``out``. ``brats_official``: add BraTS's lesion-wise Dice and
+    HD95 per region (:mod:`m2cofs.evaluation.brats_official`; needs ``pip install 'm2cofs[brats]'``).
     """
     from m2cofs.data.dataset import case_convention, resolve_convention
     from m2cofs.data.layouts import discover
@@ -89,6 +91,10 @@ def evaluate(
     fusion_names, seg_names = resolve_metric_names(metrics)
     if workers < 1:
         raise M2CofsError("--workers must be at least 1")
+    if brats_official:  # before any work: the optional package is there
+        from m2cofs.evaluation.brats_official import require
+
+        require()
     if mask not in MASKS:
         raise M2CofsError(f"--mask: unknown mask {mask!r}; choose {' or '.join(MASKS)}")
 
@@ -111,6 +117,10 @@ def evaluate(
     preds = find_predictions(pred, ignore=[out])
     spec = discover(data, format)
     convention, conv_reason = resolve_convention(spec, labels)
+    if brats_official:
+        from m2cofs.evaluation.brats_official import check_convention
+
+        check_convention(convention)
     mods, mods_reason = resolve_modalities(modalities, preds, spec)
     notes = list(preds.notes)
 
@@ -141,7 +151,8 @@ def evaluate(
     inline = report and n_prev == len(matched)
     jobs = [CaseJob(by_id[cid], mods, case_convention(by_id[cid], convention), resample_to, preds.cases[cid].fused, preds.cases[cid].seg,
                     modes, fusion_names, seg_names, preview=inline, mask=mask,
-                    pred_convention=prediction_convention(preds, cid, case_convention(by_id[cid], convention)))
+                    pred_convention=prediction_convention(preds, cid, case_convention(by_id[cid], convention)),
+                    brats_official=brats_official)
             for cid in matched]
     check_prediction_grids(jobs)
     log(f"evaluating {len(jobs)} case(s): labels {convention.name} ({conv_reason}); sources "
@@ -154,7 +165,7 @@ def evaluate(
 
         worst = [r.id for r in worst_first(results)[:n_prev]]
         by_job = {j.spec.id: j for j in jobs}
-        shots = run_jobs([replace(by_job[cid], fusion_metrics=[], seg_metrics=[], preview=True) for cid in worst],
+        shots = run_jobs([replace(by_job[cid], fusion_metrics=[], seg_metrics=[], preview=True, brats_official=False) for cid in worst],
                           workers, progress, "previews")
         for r in results:
             for shot in shots:
@@ -166,7 +177,10 @@ def evaluate(
         notes += [f"{r.id}: {n}" for n in r.notes]
     if any(r.has_fused and r.has_gt for r in results) and "note" in retention_text(convention):
         notes.append(retention_text(convention)["note"])
-    columns = ordered_columns(results, modes, fusion_names, seg_names, convention.region_names)
+    from m2cofs.evaluation.brats_official import METRICS as BRATS_METRICS
+
+    columns = ordered_columns(results, modes, fusion_names, seg_names + list(BRATS_METRICS if brats_official else ()),
+                              convention.region_names)
     stats = summarize(results, columns)
     if n_prev < len(matched) and report:
         notes.append(f"report previews of {n_prev} of {len(matched)} cases, the worst by mean Dice (--max-previews)")
@@ -182,6 +196,9 @@ def evaluate(
         "modes": modes,
         "fusion_metrics": fusion_names,
         "segmentation_metrics": seg_names,
+        "brats_official": ({"package": "brats-evaluation (panoptica), glioma configuration 'gli'",
+                            "columns": "LesionDice/<region>, LesionHD95/<region> (mm; infinite -> 373)"}
+                           if brats_official else None),
         "mask": mask,
         "mask_description": MASK_TEXT[mask],
         "scaling": SCALING_TEXT[mask],
@@ -208,6 +225,15 @@ def evaluate(
     from m2cofs.reporting.provenance import provenance_from_predict
 
     summary["provenance"] = provenance_from_predict(preds.info, preds.root / "predict.json")
+    recorded = preds.info.get("cases") if isinstance(preds.info, dict) else None
+    trust = {cid: c["trust"] for cid, c in (recorded if isinstance(recorded, dict) else {}).items()
+             if cid in matched and isinstance(c, dict) and isinstance(c.get("trust"), dict)}
+    if trust:  # m2cofs predict's trust check (m2cofs.inference.trust)
+        summary["trust"] = trust
+        flagged = [cid for cid, t in trust.items() if t.get("flags")]
+        if flagged:
+            notes.append(f"{len(flagged)} case(s) looked out of domain to m2cofs predict's trust check (do not trust "
+                         f"their segmentation): {', '.join(flagged[:10])}{', ...' if len(flagged) > 10 else ''}")
     volumes = volume_table(results)
     if volumes:
         summary["volumes_ml"] = volumes

@@ -35,6 +35,7 @@ class CaseJob:
     preview: bool = False
     mask: str = "brain"  # where fusion metrics are computed: "brain" or "none" (whole slices / volume)
     pred_convention: LabelConvention | None = None  # the segmentation's (predict.json's), when not the dataset's
+    brats_official: bool = False  # add BraTS's lesion-wise Dice / HD95 (the brats-evaluation package)
 
 
 @dataclass
@@ -152,11 +153,16 @@ def evaluate_case(job: CaseJob) -> CaseResult:
                 res.values.update(scores.as_row(job.seg_metrics))
                 res.volumes = region_volumes_ml(seg, case.label, job.convention, case.affine)
                 res.penalised = list(scores.penalised)
+                if job.brats_official:
+                    from m2cofs.evaluation.brats_official import brats_official_metrics
+
+                    res.values.update(brats_official_metrics(seg, case.label, job.convention,
+                                                             spacing_from_affine(case.affine)))
                 if scores.penalised:
                     res.notes.append(f"HD95 penalty {scores.penalty:.2f} mm (one side empty) for "
                                      f"{', '.join(scores.penalised)}")
     # segmentation columns first, then fusion (the order of metrics.csv)
-    res.values = dict(sorted(res.values.items(), key=lambda kv: not kv[0].startswith(("Dice/", "HD95/"))))
+    res.values = dict(sorted(res.values.items(), key=lambda kv: not kv[0].startswith(("Dice/", "HD95/", "Lesion"))))
     if job.preview:
         from m2cofs.previews import render_case_preview_png
 

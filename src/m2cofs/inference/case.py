@@ -139,7 +139,7 @@ def predict_case(model: LoadedModel, case: PreparedCase, out_convention: LabelCo
                  device: str | torch.device = "cpu", postprocess: bool | None = None,
                  source: Case | None = None, detail_transfer: str | None = None,
                  trunk: str | None = None, overlap: float | None = None, sw_batch_size: int | None = None,
-                 threshold: float = 0.5) -> CasePrediction:
+                 threshold: float = 0.5, trust: bool = True) -> CasePrediction:
     """Predict one preprocessed case and bring the results back to its original grid.
 
     ``source`` (the case as loaded, before preprocessing): with a ``weights`` fusion head the
@@ -151,7 +151,9 @@ def predict_case(model: LoadedModel, case: PreparedCase, out_convention: LabelCo
     ``inference.detail_transfer``) asks. Without it the fused volume is the model grid's,
     resampled. ``trunk``, ``overlap`` and ``sw_batch_size`` as for :func:`predict_array`;
     ``threshold`` on the region probabilities (:func:`prob_to_regions`). The case is first matched to the
-    model's modalities and preprocessing (:func:`match_case_to_model`; notes in ``info["notes"]``)."""
+    model's modalities and preprocessing (:func:`match_case_to_model`; notes in ``info["notes"]``).
+    ``trust``: check whether the case looks like the model's training data (one extra, mirrored pass
+    of the segmentation; :mod:`m2cofs.inference.trust`), in ``info["trust"]``."""
     t0 = time.time()
     case, source, notes = match_case_to_model(model, case, source)
     conv = out_convention or model.convention
@@ -162,6 +164,11 @@ def predict_case(model: LoadedModel, case: PreparedCase, out_convention: LabelCo
     raw = inference.predict_array(model, case.image, device, trunk=trunk, overlap=overlap, sw_batch_size=sw_batch_size)
     fused = label = None
     info: dict[str, Any] = {"notes": notes} if notes else {}
+    if trust and "seg_prob" in raw:
+        from m2cofs.inference.trust import case_trust
+
+        info["trust"] = case_trust(model, case, raw["seg_prob"], device, threshold, trunk=trunk, overlap=overlap,
+                                   sw_batch_size=sw_batch_size)
     weights = raw.pop("fusion_weights", None)
     if weights is not None and source is None:  # as the CLI does: the sources at full resolution
         source, why = read_source(case)

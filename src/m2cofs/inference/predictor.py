@@ -91,14 +91,16 @@ class Predictor:
     model's. ``postprocess`` (``None``: the model's setting), ``detail_transfer``
     (``auto``/``on``/``off``), ``trunk`` (``window``/``volume``), ``overlap`` and
     ``sw_batch_size`` of the sliding window (default for each: the model's ``inference``
-    setting); ``threshold`` on the region probabilities.
+    setting); ``threshold`` on the region probabilities. ``trust``: check each case against the
+    model's training data (:mod:`m2cofs.inference.trust`; a warning for a case that looks out of
+    domain, the signals in ``predict.json``).
     """
 
     def __init__(self, model: LoadedModel | str | Path | None = None, *, device: str | torch.device = "auto",
                  labels: str | LabelConvention | None = None, postprocess: bool | None = None,
                  detail_transfer: str | None = None, trunk: str | None = None, overlap: float | None = None,
                  sw_batch_size: int | None = None, threshold: float = 0.5, progress: bool = True,
-                 log: Log | None = print_log, max_voxels: int = DEFAULT_MAX_VOXELS):
+                 log: Log | None = print_log, max_voxels: int = DEFAULT_MAX_VOXELS, trust: bool = True):
         self.log: Log = log or _quiet
         self.progress = progress
         self.device = resolve_device(device)
@@ -117,6 +119,7 @@ class Predictor:
         self.trunk = trunk or inf.trunk
         self.overlap, self.sw_batch_size, self.threshold = overlap, sw_batch_size, threshold
         self.max_voxels = max_voxels
+        self.trust = trust
         for name, value, ok in (("detail_transfer", detail_transfer, ("auto", "on", "off")),
                                 ("trunk", trunk, ("window", "volume"))):
             if value is not None and value not in ok:
@@ -167,7 +170,7 @@ class Predictor:
 
         return inference.predict_case(self.model, case, convention or self.convention, self.device, self.postprocess,
                                       source=source, detail_transfer=self.detail_transfer, trunk=self.trunk, overlap=self.overlap,
-                                      sw_batch_size=self.sw_batch_size, threshold=self.threshold)
+                                      sw_batch_size=self.sw_batch_size, threshold=self.threshold, trust=self.trust)
 
     def case_summary(self, case: PreparedCase) -> tuple[str, list[str]]:
         """What is said of a case before it runs: a line with its voxels, the model grid and the
@@ -294,20 +297,44 @@ class Predictor:
                 record["postprocess"] = pred.info.get("postprocess")
                 written.append(conv.name)
             record["cases"][case.id] = {"seconds": round(pred.seconds, 2), **pred.info}
+            self._say_trust(case.id, pred.info.get("trust"))
             if pred.label is not None:
                 record["cases"][case.id]["label_convention"] = conv.name
         names = list(dict.fromkeys(written))
         record["label_convention"] = names[0] if len(names) == 1 else ("per case" if names else None)
         record["seconds"] = round(time.time() - t0, 2)
+        checked = {cid: c["trust"] for cid, c in record["cases"].items() if "trust" in c}
+        if checked:
+            flagged = [cid for cid, t in checked.items() if t.get("flags")]
+            record["trust"] = {"checked": len(checked), "flagged": flagged,
+                               "reference": next((t["reference"] for t in checked.values() if t.get("reference")), None)}
+            if record["trust"]["reference"] is None:  # said in predict.json, not printed (a user's own model)
+                record["trust"]["note"] = ("the model has no trust reference ranges (trust.json beside it): the cases "
+                                           "were not checked against its training data; their signals are recorded")
+            if flagged:
+                self.log(f"m2cofs predict: warning: {len(flagged)} of {len(checked)} case(s) look out of domain "
+                         f"(their segmentations are not to be trusted): {', '.join(flagged)}", "note")
         if model.config.inference and record["postprocess"] is not None:
             inf = model.config.inference
             record["postprocess_settings"] = {"min_component_mm3": inf.min_component_mm3,
-                                              "keep_largest_wt": inf.keep_largest_wt, "wt_keep_fraction": inf.wt_keep_fraction}
+                                              "keep_largest_wt": inf.keep_largest_wt, "wt_keep_fraction": inf.wt_keep_fraction,
+                                              "wt_select": inf.wt_select, "min_core_mm3": inf.min_core_mm3,
+                                              "et_min_mm3": inf.et_min_mm3, "tta_axes": list(inf.tta_axes)}
         for key in ("overlap", "sw_batch_size"):  # recorded only where set here, not taken from the model
             if getattr(self, key) is not None:
                 record[key] = getattr(self, key)
         if self.threshold != 0.5:
             record["threshold"] = self.threshold
+
+    def _say_trust(self, case_id: str, trust: dict | None) -> None:
+        """The trust check's verdict on a case: a warning where it looks out of domain."""
+        from m2cofs.inference.trust import warning_line
+
+        if not trust:
+            return
+        line = warning_line(case_id, trust)
+        if line:
+            self.log(f"m2cofs predict: {line}", "note")
 
     def _write_case(self, folder: Path, case: PreparedCase, pred: CasePrediction, conv: LabelConvention,
                     loaded: Case | None) -> None:

@@ -103,6 +103,8 @@ def higher_is_better(column: str) -> bool | None:
     """Whether a larger value of a metric or result column (``Q_MI``, ``volume/Q_MI``,
     ``Dice/ET``, ``HD95/WT``) is better; ``None`` for a column that is no metric."""
     head, _, tail = column.partition("/")
+    if head in ("LesionDice", "LesionHD95"):  # BraTS's lesion-wise metrics (m2cofs evaluate --brats-official)
+        return head == "LesionDice"
     for part in (head, tail) if tail else (head,):
         if part in MODES:
             continue

@@ -98,6 +98,7 @@ def render_evaluation_report(summary: Mapping[str, Any], results: Sequence[Any],
     parts += sec.setup_section(summary)
     parts += sec.provenance_section(summary)
     parts += sec.summary_section(summary, columns)
+    parts += sec.trust_section(summary, [r.id for r in ordered])
     parts += sec.volumes_section(summary, [r.id for r in ordered], convention)
     parts += sec.figures_section(_figures(results, columns))
     parts += sec.per_case_section(ordered, columns)

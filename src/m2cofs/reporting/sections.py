@@ -21,6 +21,10 @@ SLICE_VS_VOLUME = (
     "mode (and the same mask) can be compared; the paper's Table 1 comes from 2-D scripts run slice by slice.")
 
 
+#: the column groups of segmentation metrics (``LesionDice``/``LesionHD95``: ``--brats-official``)
+SEG_GROUPS = ("Dice", "HD95", "LesionDice", "LesionHD95")
+
+
 def paper_metrics() -> tuple[str, ...]:
     from m2cofs.metrics.registry import PAPER_METRICS
 
@@ -53,7 +57,7 @@ def group_columns(columns: Sequence[str]) -> dict[str, list[str]]:
     groups: dict[str, list[str]] = {}
     for c in columns:
         g = c.split("/", 1)[0]
-        groups.setdefault("segmentation" if g in ("Dice", "HD95") else g, []).append(c)
+        groups.setdefault("segmentation" if g in SEG_GROUPS else g, []).append(c)
     return groups
 
 
@@ -145,7 +149,7 @@ def summary_section(summary: Mapping[str, Any], columns: Sequence[str]) -> list[
         return out + ["<p>No metric was computed (no fused volume or scorable segmentation).</p>"]
     if groups.get("segmentation"):
         out += ["<h3>Segmentation (Dice; HD95 in mm)</h3>", table(STAT_HEADER, _stat_rows(groups["segmentation"], stats))]
-    fusion = [c for c in columns if c.split("/", 1)[0] not in ("Dice", "HD95", "retention")]
+    fusion = [c for c in columns if c.split("/", 1)[0] not in (*SEG_GROUPS, "retention")]
     paper = set(paper_metrics())
     main = [c for c in fusion if c.split("/", 1)[1] in paper]
     other = [c for c in fusion if c.split("/", 1)[1] not in paper]
@@ -164,6 +168,30 @@ def summary_section(summary: Mapping[str, Any], columns: Sequence[str]) -> list[
     if groups.get("retention"):
         out += [f'<h3 id="retention">{esc(RETENTION_HEADING)}</h3>',
                 f'<p class="sub">{esc(retention_text())}</p>', table(STAT_HEADER, _stat_rows(groups["retention"], stats))]
+    return out
+
+
+def trust_section(summary: Mapping[str, Any], order: Sequence[str]) -> list[str]:
+    """``m2cofs predict``'s trust check per case (``summary.json``'s ``trust``, from predict.json)."""
+    trust = summary.get("trust") or {}
+    if not trust:
+        return []
+    names = ["wt_ml", "et_wt", "lesion_prob", "mirror_dice"]
+    out = ['<h2 id="trust">Trust check</h2>',
+           '<p class="sub">Does each case look like the model\'s training data? Signals of <code>m2cofs predict</code> '
+           '(whole-tumour volume in mL, ET/WT ratio, mean WT probability in the predicted WT, agreement with the '
+           'left-right mirrored prediction) against the ranges of the model\'s training cases; '
+           '<span class="pen">⚠</span> marks a case that looks out of domain: do not trust its segmentation.</p>']
+    rows = []
+    for cid in [c for c in order if c in trust] + [c for c in trust if c not in order]:
+        t = trust[cid]
+        sig = t.get("signals") or {}
+        verdict = ("no reference" if t.get("ok") is None else "in domain" if t.get("ok")
+                   else '<span class="pen">⚠ out of domain</span>')
+        cells = [esc(cid), verdict] + [esc(fmt(sig[n])) if sig.get(n) is not None else '<span class="na">–</span>'
+                                       for n in names]
+        rows.append(cells + [esc("; ".join(t.get("flags") or []))])
+    out.append(table(["case", "verdict", *names, "reasons"], rows, raw=True))
     return out
 
 
