@@ -164,10 +164,12 @@ def predict_case(model: LoadedModel, case: PreparedCase, out_convention: LabelCo
     raw = inference.predict_array(model, case.image, device, trunk=trunk, overlap=overlap, sw_batch_size=sw_batch_size)
     fused = label = None
     info: dict[str, Any] = {"notes": notes} if notes else {}
+    pair = raw.pop("seg_prob_pair", None)  # the plain and left-right mirrored passes of mirror TTA
     if trust and "seg_prob" in raw:
         from m2cofs.inference.trust import case_trust
 
-        info["trust"] = case_trust(model, case, raw["seg_prob"], device, threshold, trunk=trunk, overlap=overlap,
+        info["trust"] = case_trust(model, case, raw["seg_prob"] if pair is None else pair[0], device, threshold,
+                                   mirrored=None if pair is None else pair[1], trunk=trunk, overlap=overlap,
                                    sw_batch_size=sw_batch_size)
     weights = raw.pop("fusion_weights", None)
     if weights is not None and source is None:  # as the CLI does: the sources at full resolution

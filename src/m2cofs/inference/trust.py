@@ -153,10 +153,13 @@ def load_reference(model) -> dict[str, Any] | None:
     return ref
 
 
-def case_trust(model, case, prob: np.ndarray, device="cpu", threshold: float = 0.5, **window) -> dict[str, Any]:
+def case_trust(model, case, prob: np.ndarray, device="cpu", threshold: float = 0.5, mirrored: np.ndarray | None = None,
+               **window) -> dict[str, Any]:
     """``predict.json``'s ``trust`` of one case: the signals, the reasons it looks out of domain
-    (``flags``), ``ok`` (``None`` where the model has no reference ranges) and the reference used."""
-    mirrored = predict_mirrored(model, case.image, device, **window)
+    (``flags``), ``ok`` (``None`` where the model has no reference ranges) and the reference used.
+    ``mirrored``: the left-right mirrored pass where mirror TTA already made it (else it is run here)."""
+    if mirrored is None:
+        mirrored = predict_mirrored(model, case.image, device, **window)
     regions = list(model.meta.get("regions", []))
     signals = trust_signals(case.image, case.mask, prob, mirrored, case.meta.spacing or [1.0, 1.0, 1.0], regions,
                             list(case.meta.modalities) or model.modalities, threshold)

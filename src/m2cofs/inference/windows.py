@@ -40,11 +40,15 @@ def predict_array(model: LoadedModel, image: np.ndarray, device: str | torch.dev
     result = _predict_once(model, image, device, tasks, sw_batch_size, trunk, tile_voxels, overlap)
     axes = [int(a) for a in getattr(model.config.inference, "tta_axes", ())]
     if "seg_prob" in result and axes:
-        total = result["seg_prob"]
+        once = result["seg_prob"]
+        total = once
         for ax in axes:
             flipped = np.flip(image, axis=ax + 1)
             p = _predict_once(model, flipped, device, ["segmentation"], sw_batch_size, trunk, tile_voxels, overlap)
-            total = total + np.flip(p["seg_prob"], axis=ax + 1)
+            back = np.flip(p["seg_prob"], axis=ax + 1)
+            total = total + back
+            if ax == 0:  # the left-right pair, for the trust check's agreement (no third pass)
+                result["seg_prob_pair"] = (once, np.ascontiguousarray(back))
         result["seg_prob"] = np.ascontiguousarray(total / (1 + len(axes)), dtype=np.float32)
     return result
 
