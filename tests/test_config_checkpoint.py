@@ -22,7 +22,12 @@ def test_presets_have_the_papers_values():
     assert paper.model.seg_head == "swinunetr" and paper.model.fusion_head == "image"
     assert paper.train.lr_schedule == "constant"
     lite = load_config("lite")  # lite may change its heads where a measured run says so (results/README.md)
-    assert lite.model.seg_head == "unetr" and lite.model.fusion_head == "weights" and lite.train.lr_schedule == "poly"
+    assert lite.model.seg_head == "segresnet" and lite.model.fusion_head == "weights" and lite.train.lr_schedule == "poly"
+    assert lite.model.fusion_weights == "gains" and lite.train.fusion_retention > 0 and lite.train.seg_loss == "dicece"
+    # the paper keeps the paper's: its L_F alone, Dice, its intensity scaling, no budget shares, no test-time flips
+    assert paper.train.fusion_retention == 0 and paper.train.fusion_ssim == 0 and paper.train.seg_loss == "dice"
+    assert paper.data.intensity == "percentile" and not any(paper.train.budget_shares.values())
+    assert paper.inference.tta_axes == () and paper.inference.wt_select == "largest" and paper.inference.et_min_mm3 == 0
     assert lite.model.embed_dim < paper.model.embed_dim and lite.data.spacing == (2.0, 2.0, 2.0)
 
 
@@ -40,7 +45,7 @@ def test_tiny_preset_is_lite_with_only_its_own_changes():
             if isinstance(expected, dict):
                 expected = {**lite[section][key], **expected}
             assert value == (list(expected) if isinstance(expected, tuple) else expected), f"{section}.{key}"
-    assert tiny["model"]["feature_channels"] < lite["model"]["feature_channels"] and tiny["data"]["spacing"] is None
+    assert tiny["model"]["embed_dim"] < lite["model"]["embed_dim"] and tiny["data"]["spacing"] is None
 
 
 def test_overrides_and_files(tmp_path):
@@ -59,7 +64,7 @@ def test_overrides_and_files(tmp_path):
     ("train:\n  lr: 5\n", "train.lr: must be between 0 and 1"),
     ("train:\n  epochs:\n    stage9: 1\n", "train.epochs.stage9: unknown key"),
     ("train:\n  epochs:\n    stage1: -1\n", "train.epochs.stage1: must be >= 0"),
-    ("model:\n  seg_head: swinunetr\ndata:\n  patch_size: [60, 64, 32]\n", "data.patch_size: must be multiples of 32"),
+    ("model:\n  seg_head: swinunetr\n  seg_feature_size: 12\ndata:\n  patch_size: [60, 64, 32]\n", "data.patch_size: must be multiples of 32"),
     ("model:\n  seg_head: vnet\n", "model.seg_head: unknown head"),
     ("train:\n  manifold: cosine\n", "train.manifold"),
     ("train:\n  lr: fast\n", "train.lr: expected a number"),

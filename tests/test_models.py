@@ -105,7 +105,7 @@ def test_weights_fusion_head_starts_as_mean_fusion_and_composes_the_sources():
     """A ``weights`` ψ writes softmax source weights (zero last layer: equal weights, i.e. mean
     fusion, before training) and its fused output is their weighted sum of the inputs."""
     torch.manual_seed(0)
-    net = M2CoFSNet(3, 3, dataclasses.replace(TINY, fusion_head="weights"), (32, 32, 32)).eval()
+    net = M2CoFSNet(3, 3, dataclasses.replace(TINY, fusion_head="weights", fusion_weights="softmax"), (32, 32, 32)).eval()
     x = torch.rand(1, 3, 32, 32, 32)
     with torch.no_grad():
         out = net(x, tasks=("fusion",))

@@ -213,3 +213,26 @@ def test_small_enhancement_becomes_non_enhancing_core():
     assert out[0].sum() == 0 and out[1].sum() == r[1].sum()  # 64 mm³ of ET → core, TC unchanged
     keep = postprocess_regions(r, conv, (1, 1, 1), 10, True, 1.0, wt_select="core", et_min_mm3=50)
     assert keep[0].sum() == r[0].sum()
+
+
+def test_source_skip_hands_the_sources_to_both_heads_through_f():
+    """With ``model.source_skip`` F's output ends with the sources themselves (no parameters), so
+    the heads read the image beside F's features; Stage 0's autoencoders still reconstruct from
+    the encoders' own features (never from the copy of their input)."""
+    from m2cofs.models.network import M2CoFSNet
+
+    cfg = load_config("lite").model
+    torch.manual_seed(0)
+    net = M2CoFSNet(2, 3, cfg, (32, 32, 32))
+    assert cfg.source_skip and net.trunk_channels == cfg.fusion_channels + 2
+    x = torch.rand(1, 2, 32, 32, 32)
+    with torch.no_grad():
+        z = net.trunk(x)
+        assert z.shape[1] == net.trunk_channels
+        torch.testing.assert_close(z[:, -2:], x)  # the sources, unchanged
+        c = cfg.feature_channels
+        feats = net.encoders[0](x[:, :1])
+        assert feats.shape[1] == c + 1 and torch.equal(feats[:, c:], x[:, :1])
+        torch.testing.assert_close(net.reconstruct(x)[:, :1], net.decoder(feats[:, :c]))
+        out = net(x)
+    assert out["seg"].shape == (1, 3, 32, 32, 32) and out["fused"].shape == (1, 1, 32, 32, 32)

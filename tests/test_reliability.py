@@ -185,7 +185,7 @@ def test_bad_input_matrix(tmp_path, capsys, monkeypatch, model, command, maker):
 @pytest.mark.parametrize("args,text", [
     (["--set", "train.bogus=1"], "train.bogus: unknown key"),
     (["--set", "train.lr=5"], "train.lr: must be between 0 and 1"),
-    (["--set", "data.patch_size=[30,32,32]"], "data.patch_size: must be multiples of 16 for the unetr head"),
+    (["--set", "data.patch_size=[30,32,32]"], "data.patch_size: must be multiples of 8 for the segresnet head"),
     (["--config", "{cfg}"], "model.depth: unknown key"),
 ])
 def test_bad_config_is_one_line_and_writes_nothing(tmp_path, capsys, args, text):

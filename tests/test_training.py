@@ -220,7 +220,7 @@ def test_resume_accepts_new_inference_settings_but_not_new_training_ones(synth, 
 
 def test_weights_head_run_fuses_on_the_input_grid(synth, tmp_path):
     """A ``weights`` fusion head trains through all stages; ``predict`` composes the fused volume
-    from the sources on the input grid (recorded), a convex combination of the scaled sources."""
+    from the sources on the input grid (recorded), a per-voxel combination of the scaled sources (convex with softmax weights, each gain in [0, 1] with gains)."""
     from m2cofs.data.loading import foreground_mask
     from m2cofs.data.preprocess import apply_intensity_range
 
@@ -240,7 +240,12 @@ def test_weights_head_run_fuses_on_the_input_grid(synth, tmp_path):
     fg = foreground_mask(src.images, src.mask)
     full = [apply_intensity_range(src.images[c], fg, case.meta.intensity_range[c], ds.preprocess) for c in range(2)]
     assert fused.shape == full[0].shape
-    lo, hi = np.minimum(*full), np.maximum(*full)
+    from m2cofs.config import load_config
+
+    if load_config(TINY_PRESET).model.fusion_weights == "gains":  # each gain in [0, 1] for two sources
+        lo, hi = np.zeros_like(full[0]), full[0] + full[1]
+    else:  # softmax: a convex combination
+        lo, hi = np.minimum(*full), np.maximum(*full)
     assert np.all(fused[fg] >= lo[fg] - 1e-4) and np.all(fused[fg] <= hi[fg] + 1e-4)
     # trained: not the mean any more (ψ starts at equal weights, so an untrained head gives the mean to ~1e-7)
     assert np.abs(fused[fg] - (full[0][fg] + full[1][fg]) / 2).max() > 1e-5

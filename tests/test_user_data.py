@@ -211,7 +211,7 @@ def test_evaluate_convention_mismatch_says_how_to_fix_it(brats2023_run, tmp_path
     assert main(["evaluate", "--pred", str(pred), "--data", str(r["data"]), "--out", str(tmp_path / "rep"),
                  "--quiet", "--metrics", "Dice"]) == 2
     err = capsys.readouterr().err
-    assert "not in the dataset's brats2023 convention" in err and "m2cofs predict --labels brats2023" in err
+    assert "not in the brats2023 convention" in err and "m2cofs predict --labels brats2023" in err
     assert not (tmp_path / "rep").exists()
 
 

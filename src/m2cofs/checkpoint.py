@@ -141,15 +141,28 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Tensors and metadata of a model file written by :func:`save_model_file`."""
-    path = Path(path)
-    meta = read_sidecar(path)
-    tensors = load_tensors(path)
-    from safetensors import safe_open
+def safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file (tensor names, shapes, metadata), read without torch."""
+    try:
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if not 2 <= n <= 100 << 20:
+                raise ValueError("header size out of range")
+            header = json.loads(fh.read(n))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise M2CofsError(f"is not a readable safetensors file ({exc})", path) from None
+    if not isinstance(header, dict):
+        raise M2CofsError("is not a readable safetensors file (its header is no mapping)", path)
+    return header
 
-    with safe_open(str(path), framework="pt") as fh:
-        embedded = (fh.metadata() or {}).get("m2cofs")
+
+def check_model_metadata(path: str | Path, meta: dict[str, Any]) -> None:
+    """The sidecar ``meta`` (checksum already checked) against the copy embedded in the weights,
+    and the modality count against the weights' encoders: torch-free, so ``predict`` refuses a
+    tampered or mismatched model file before anything else."""
+    path = Path(path)
+    header = safetensors_header(path)
+    embedded = (header.get("__metadata__") or {}).get("m2cofs")
     # the sidecar's checksum proves only that it was written for this file, by anyone: the copy
     # embedded in the weights is the proof that the metadata is the one they were saved with
     if embedded is None:
@@ -166,4 +179,17 @@ def load_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         diff = sorted(k for k in set(emb) | set(side) if emb.get(k) != side.get(k)) if isinstance(emb, dict) else []
         raise M2CofsError(f"metadata embedded in the weights does not match {sidecar_path(path).name}"
                           f"{' (' + ', '.join(diff[:5]) + ')' if diff else ''}: refusing both", path)
+    encoders = {k.split(".")[1] for k in header if k.startswith("encoders.") and k.count(".") > 1}
+    mods = meta.get("modalities")
+    if encoders and isinstance(mods, list) and len(encoders) != len(mods):
+        raise M2CofsError(f"weights hold {len(encoders)} encoder(s) but the sidecar names {len(mods)} modalities: "
+                          "the checkpoint belongs to another preset or modality count", path)
+
+
+def load_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and metadata of a model file written by :func:`save_model_file`."""
+    path = Path(path)
+    meta = read_sidecar(path)
+    tensors = load_tensors(path)
+    check_model_metadata(path, meta)
     return tensors, meta

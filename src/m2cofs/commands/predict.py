@@ -73,7 +73,7 @@ def check_before_loading(args: argparse.Namespace) -> None:
     folder inside the input, a model file that is not one (or a wrong name), an input path
     without cases, cases without the model's modalities. ``Predictor`` checks them all again."""
     from m2cofs.bundled import resolve_model
-    from m2cofs.checkpoint import read_sidecar, resolve_model_file
+    from m2cofs.checkpoint import check_model_metadata, read_sidecar, resolve_model_file
     from m2cofs.data.conventions import check_cases_have
     from m2cofs.data.layouts import discover
     from m2cofs.errors import M2CofsError
@@ -90,6 +90,7 @@ def check_before_loading(args: argparse.Namespace) -> None:
     path, _ = resolve_model(args.model)
     path = resolve_model_file(path)
     meta = read_sidecar(path)
+    check_model_metadata(path, meta)
     spec = discover(data, args.format)
     ids = {i.strip() for i in args.ids.split(",")} if args.ids else None
     cases = [c for c in spec.cases if ids is None or c.id in ids]

@@ -100,7 +100,7 @@ def joint(ctx, name: str) -> Path:
         from m2cofs.losses import FusionLoss
 
         t.net.load_fusion_state(t.results.theta0)
-        if t.cfg.model.fusion_channels == t.cfg.model.feature_channels:
+        if t.net.trunk_channels == t.cfg.model.feature_channels:
             t.net.fusion_head.init_from_decoder(t.net.decoder)
         fresh_seg_head(ctx)
         return JointTask(t.net, FusionLoss.from_train(cfg), cfg.eta, cfg.seg_loss)

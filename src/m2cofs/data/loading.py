@@ -172,8 +172,11 @@ def _check_orientation_fields(img, path: Path) -> None:
             raise M2CofsError(f"has voxel size (pixdim) {tuple(float(v) for v in raw)} with no sform: the voxel size is "
                               "unknown (a zero would be read as 1 mm); fix the header", path)
     if sform_code > 0 and qform_code > 0:
-        with _quiet_nibabel():
-            diff = float(np.abs(hdr.get_qform() - hdr.get_sform()).max())
+        try:
+            with _quiet_nibabel():
+                diff = float(np.abs(hdr.get_qform() - hdr.get_sform()).max())
+        except (ValueError, np.linalg.LinAlgError) as exc:  # e.g. quaternion parameters that are no rotation
+            raise M2CofsError(f"has an invalid qform ({exc}); fix the header", path) from None
         if not np.isfinite(diff) or diff > AFFINE_ATOL:
             raise M2CofsError(f"its qform and sform disagree (by up to {diff:.3g} mm): which of them places the voxels "
                               "is unknown; fix the header (e.g. set the wrong one's code to 0)", path)

@@ -181,7 +181,7 @@ def prediction_convention(preds: PredictionSet, cid: str, dataset):
     entry = info.get("cases", {}).get(cid) if isinstance(info.get("cases"), dict) else None
     name = (entry or {}).get("label_convention") if isinstance(entry, dict) else None
     name = name or info.get("label_convention")
-    if not name or name == dataset.name:
+    if not name or name == dataset.name or not dataset.regions:  # (no labels: the segmentation is not scored)
         return dataset
     where = preds.root / "predict.json"
     try:

@@ -70,7 +70,7 @@ def trunk_over_volume(net: M2CoFSNet, x: torch.Tensor, tasks: tuple[str, ...] = 
     shape = tuple(x.shape[2:])
     padded = tuple(-(-s // align) * align for s in shape)
     xp = torch.nn.functional.pad(x, [p for s, q in zip(reversed(shape), reversed(padded)) for p in (0, q - s)])
-    z = torch.zeros((1, net.cfg.fusion_channels, *shape), device=buffers) if "segmentation" in tasks else None
+    z = torch.zeros((1, net.trunk_channels, *shape), device=buffers) if "segmentation" in tasks else None
     weights = net.fusion_head.kind == "weights"
     out_ch = x.shape[1] if weights else 1
     fused = torch.zeros((1, out_ch, *shape), device=buffers) if "fusion" in tasks else None

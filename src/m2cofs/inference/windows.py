@@ -78,7 +78,7 @@ def _predict_once(model: LoadedModel, image: np.ndarray, device, tasks, sw_batch
     result = {}
     if mode == "volume":
         z, fused = trunk_over_volume(model.net, x, tasks, tile_voxels,
-                                     _buffer_device(device, x, tasks, n_regions, model.net.cfg.fusion_channels),
+                                     _buffer_device(device, x, tasks, n_regions, model.net.trunk_channels),
                                      run=lambda fn, t: run(fn, t).float())
         if fused is not None:
             if fusion_head_kind(model) == "weights":

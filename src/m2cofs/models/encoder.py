@@ -40,8 +40,11 @@ class SwinEncoder(nn.Module):
         window_size: int = 7,
         patch_size: int = 2,
         in_channels: int = 1,
+        append_input: bool = False,
     ):
         super().__init__()
+        self.out_channels = out_channels
+        self.append_input = append_input  # the modality itself as one more output channel (the skip of source_skip)
         if len(depths) != len(num_heads):
             raise ValueError("depths and num_heads must have the same length")
         for h in num_heads:
@@ -69,7 +72,8 @@ class SwinEncoder(nn.Module):
         for stage in self.stages:
             tokens = stage(tokens.contiguous())
         tokens = self.norm(tokens.movedim(1, -1)).movedim(-1, 1)
-        return self.conv_last(self.up(tokens) + first)
+        out = self.conv_last(self.up(tokens) + first)
+        return torch.cat([out, x], dim=1) if self.append_input else out
 
 
 class ReconstructionDecoder(nn.Module):

@@ -26,9 +26,12 @@ from m2cofs.models.blocks import ConvPReLU
 class DenseFusion(nn.Module):
     """F: (B, N·c, ...) concatenated encoder features → (B, out_channels, ...)."""
 
-    def __init__(self, in_channels: int = 32, growth: int = 16, out_channels: int = 16, n_dense: int = 4):
+    def __init__(self, in_channels: int = 32, growth: int = 16, out_channels: int = 16, n_dense: int = 4,
+                 passthrough: tuple[int, ...] = ()):
         super().__init__()
         self.in_channels = in_channels
+        # input channels handed on unchanged after F's own output (the sources, with source_skip)
+        self.passthrough = tuple(int(i) for i in passthrough)
         self.growth = growth
         self.dense = nn.ModuleList()
         ch = in_channels
@@ -61,11 +64,16 @@ class DenseFusion(nn.Module):
         for j, block in enumerate(self.dense):
             out = block[1](acc[:, :g])
             acc = acc[:, g:] + tf.conv3d(out, self._piece_weight(j), None, padding=1)
-        return self.refine(self.merge[1](acc))
+        return self._with_passthrough(self.refine(self.merge[1](acc)), feats)
+
+    def _with_passthrough(self, out: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        if not self.passthrough:
+            return out
+        return torch.cat([out, feats[:, list(self.passthrough)]], dim=1)
 
     def forward_concat(self, feats: torch.Tensor) -> torch.Tensor:
         """The concatenating form (authors' code); same result as :meth:`forward`."""
         x = feats
         for block in self.dense:
             x = torch.cat((block(x), x), dim=1)
-        return self.refine(self.merge(x))
+        return self._with_passthrough(self.refine(self.merge(x)), feats)

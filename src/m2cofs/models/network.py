@@ -41,15 +41,19 @@ class M2CoFSNet(nn.Module):
         self.n_modalities = n_modalities
         self.n_classes = n_classes
         c = cfg.feature_channels
+        skip = bool(getattr(cfg, "source_skip", False))
         self.encoders = nn.ModuleList(
             SwinEncoder(out_channels=c, embed_dim=cfg.embed_dim, depths=cfg.depths, num_heads=cfg.num_heads,
-                        window_size=cfg.window_size, patch_size=cfg.patch_embed)
+                        window_size=cfg.window_size, patch_size=cfg.patch_embed, append_input=skip)
             for _ in range(n_modalities)
         )
         self.decoder = ReconstructionDecoder(c)  # Stage 0 autoencoder decoder (shared by modalities)
-        self.fusion = DenseFusion(n_modalities * c, cfg.fusion_growth, cfg.fusion_channels)
-        self.fusion_head = build_fusion_head(cfg.fusion_head, cfg.fusion_channels, n_modalities, cfg.fusion_weights)
-        self.seg_head = build_seg_head(cfg.seg_head, cfg.fusion_channels, n_classes, cfg.seg_feature_size,
+        per = c + int(skip)  # each encoder's output width (its features, and with source_skip the modality itself)
+        self.fusion = DenseFusion(n_modalities * per, cfg.fusion_growth, cfg.fusion_channels,
+                                  passthrough=tuple(i * per + c for i in range(n_modalities)) if skip else ())
+        self.trunk_channels = cfg.fusion_channels + (n_modalities if skip else 0)  # what the heads read
+        self.fusion_head = build_fusion_head(cfg.fusion_head, self.trunk_channels, n_modalities, cfg.fusion_weights)
+        self.seg_head = build_seg_head(cfg.seg_head, self.trunk_channels, n_classes, cfg.seg_feature_size,
                                        patch_size, depths=cfg.seg_depths, num_heads=cfg.seg_num_heads,
                                        window_size=cfg.seg_window_size)
         for part in (self.encoders, self.decoder, self.fusion, self.fusion_head):
@@ -95,8 +99,10 @@ class M2CoFSNet(nn.Module):
         return align, -(-reach // align) * align
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Stage 0: each modality through its encoder and the shared decoder → (B, N, ...)."""
-        return torch.cat([self.decoder(enc(x[:, i: i + 1])) for i, enc in enumerate(self.encoders)], dim=1)
+        """Stage 0: each modality through its encoder and the shared decoder → (B, N, ...) (the
+        encoder's features only: with source_skip its copy of the input is left out)."""
+        c = self.cfg.feature_channels
+        return torch.cat([self.decoder(enc(x[:, i: i + 1])[:, :c]) for i, enc in enumerate(self.encoders)], dim=1)
 
     def forward(self, x: torch.Tensor, fusion_params: Mapping[str, torch.Tensor] | None = None,
                 tasks: tuple[str, ...] = ("fusion", "segmentation")) -> dict[str, torch.Tensor]:

@@ -25,6 +25,7 @@ class ModelConfig:
     fusion_head: str = "image"  # ψ writes the fused intensity (paper) or per-voxel source weights
     fusion_weights: str = "softmax"  # a weights head's normalisation: softmax (convex) or gains (each in [0, 2/N])
     seg_head: str = "swinunetr"
+    source_skip: bool = False  # F's output also carries the sources themselves (parameter-free): both heads see the image
     seg_feature_size: int = 48
     seg_depths: tuple[int, ...] = (2, 2, 2, 2)
     seg_num_heads: tuple[int, ...] = (3, 6, 12, 24)

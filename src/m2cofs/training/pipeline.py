@@ -201,7 +201,7 @@ class Trainer:
         t = self.cfg.train
         if run and not self.done(s1.FUSION):
             self.net.load_fusion_state(r.theta0)
-            if self.cfg.model.fusion_channels == self.cfg.model.feature_channels:
+            if self.net.trunk_channels == self.cfg.model.feature_channels:
                 self.net.fusion_head.init_from_decoder(self.net.decoder)  # ψ starts from D
             task = s1.FusionTask(self.net, loss=self.fusion_loss(), si_xi=t.si_xi)
             self._run(s1.FUSION, task, 1)
