@@ -71,7 +71,7 @@ class TrainConfig:
     time_budget_minutes: float = 0.0  # > 0: train for this long in all, split over the stages (see stage_budgets)
     # Under a time budget, a weight per training loop (all zero: the stages' epochs decide the split; see loop_budgets)
     budget_shares: dict[str, int] = field(default_factory=lambda: {k: 0 for k in BUDGET_LOOPS})
-    fusion_retention: float = 0.0  # > 0: + this · lesion-contrast retention loss (needs labels; see FusionLoss)
+    fusion_retention: float = 0.0  # > 0: + this · lesion-contrast retention loss (needs labels and a weights head; see FusionLoss)
 
 
 @dataclass(frozen=True)

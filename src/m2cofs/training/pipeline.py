@@ -173,8 +173,11 @@ class Trainer:
         return result
 
     def fusion_loss(self) -> FusionLoss:
-        """The fusion loss of this run's configuration, modalities and label regions."""
-        return FusionLoss.from_train(self.cfg.train, self.modalities, self.convention.region_names)
+        """The fusion loss of this run's configuration, modalities and label regions. The retention
+        term needs a ``weights`` head: a fused volume that combines the sources can only keep
+        their contrasts, while an image head rewarded for lesion contrast could paint it."""
+        weights_head = self.cfg.model.fusion_head == "weights"
+        return FusionLoss.from_train(self.cfg.train, self.modalities, self.convention.region_names if weights_head else None)
 
     def _dev(self, d: Weights) -> Weights:
         return {k: v.to(self.dist.device) for k, v in d.items()}
