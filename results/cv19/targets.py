@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{timing['seconds']['m2cofs_both_outputs']:.1f} s / {timing['seconds']['segresnet16']:.1f} s = {timing['ratio']:.2f}",
             timing["ratio"] <= 2)
 
-    lines = [f"# Targets of the segmentation (#30) and fusion (#31) issues, {n} held-out cases ({len(res['folds'])} folds)", "",
+    lines = [f"# Targets of the segmentation (#30) and fusion (#31) issues, {n} held-out cases ({len(fold_seconds(a.compare))} of {len(res['folds'])} folds finished)", "",
              "| target | measured (means over held-out cases) | met |", "| --- | --- | --- |"]
     lines += [f"| {r['target']} | {r['measured']} | {'yes' if r['met'] else '**no**'} |" for r in rows]
     lines += ["", "| method | " + " | ".join(seg + FUSION) + " |", "| --- |" + " --- |" * (len(seg) + len(FUSION))]
