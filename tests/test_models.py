@@ -128,7 +128,8 @@ def test_weights_fusion_head_starts_as_mean_fusion_and_composes_the_sources():
 
 def test_weights_head_starts_from_the_decoder_but_its_last_layer():
     torch.manual_seed(0)
-    net = M2CoFSNet(2, 3, dataclasses.replace(TINY, fusion_head="weights"), (32, 32, 32))
+    plain = dataclasses.replace(TINY, source_skip=False)  # ψ reads F's features alone: D's widths (source_skip adds the sources)
+    net = M2CoFSNet(2, 3, dataclasses.replace(plain, fusion_head="weights"), (32, 32, 32))
     torch.nn.init.normal_(net.decoder.layer1.conv[0].weight if hasattr(net.decoder.layer1, "conv")
                           else next(net.decoder.layer1.parameters()))
     net.fusion_head.init_from_decoder(net.decoder)
@@ -137,7 +138,7 @@ def test_weights_head_starts_from_the_decoder_but_its_last_layer():
         if not k.startswith("out."):
             torch.testing.assert_close(head[k], v)
     assert head["out.weight"].shape[0] == 2 and float(head["out.weight"].abs().sum()) == 0.0
-    image = M2CoFSNet(2, 3, TINY, (32, 32, 32))
+    image = M2CoFSNet(2, 3, plain, (32, 32, 32))
     image.fusion_head.init_from_decoder(image.decoder)
     for k, v in image.decoder.state_dict().items():
         torch.testing.assert_close(image.fusion_head.state_dict()[k], v)
