@@ -128,7 +128,7 @@ class FusionLoss:
     def from_train(cls, train, modalities=None, regions=None) -> "FusionLoss":
         """The fusion loss a training configuration (``cfg.train``) asks for; the retention term
         needs the run's ``modalities`` and label ``regions``."""
-        return cls(train.alpha, train.fusion_ssim, getattr(train, "fusion_retention", 0.0), modalities, regions)
+        return cls(train.alpha, train.fusion_ssim, train.fusion_retention, modalities, regions)
 
     def __call__(self, fused: torch.Tensor, sources: torch.Tensor, target: torch.Tensor | None = None,
                  has_label: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:

@@ -196,8 +196,7 @@ def predict_case(model: LoadedModel, case: PreparedCase, out_convention: LabelCo
         if do_pp:
             spacing = np.sqrt((np.array(case.meta.original_affine)[:3, :3] ** 2).sum(0))
             regions = postprocess_regions(regions, conv, spacing, inf.min_component_mm3, inf.keep_largest_wt,
-                                          inf.wt_keep_fraction, getattr(inf, "wt_select", "largest"),
-                                          getattr(inf, "min_core_mm3", 200.0), getattr(inf, "et_min_mm3", 0.0))
+                                          inf.wt_keep_fraction, inf.wt_select, inf.min_core_mm3, inf.et_min_mm3)
         label = regions_to_labels(regions, conv)  # binary uint8 masks decode as their float copies would
         info["postprocess"] = bool(do_pp)
         info["region_voxels"] = dict(zip(conv.regions, labels_to_regions(label, conv).reshape(len(conv.regions), -1).sum(1).tolist()))

@@ -38,7 +38,7 @@ def predict_array(model: LoadedModel, image: np.ndarray, device: str | torch.dev
     axes, flipped back, and the probabilities averaged (one more pass of the segmentation per axis).
     """
     result = _predict_once(model, image, device, tasks, sw_batch_size, trunk, tile_voxels, overlap)
-    axes = [int(a) for a in getattr(model.config.inference, "tta_axes", ())]
+    axes = list(model.config.inference.tta_axes)
     if "seg_prob" in result and axes:
         once = result["seg_prob"]
         total = once

@@ -41,7 +41,7 @@ class M2CoFSNet(nn.Module):
         self.n_modalities = n_modalities
         self.n_classes = n_classes
         c = cfg.feature_channels
-        skip = bool(getattr(cfg, "source_skip", False))
+        skip = cfg.source_skip
         self.encoders = nn.ModuleList(
             SwinEncoder(out_channels=c, embed_dim=cfg.embed_dim, depths=cfg.depths, num_heads=cfg.num_heads,
                         window_size=cfg.window_size, patch_size=cfg.patch_embed, append_input=skip)
