@@ -425,7 +425,7 @@ def test_report_renders_in_chromium(report, tmp_path):
     m = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
     assert m, f"chromium produced no probe output (rc {res.returncode}): {res.stderr[-2000:]}"
     sizes = json.loads(m.group(1))
-    assert len(sizes) == 6
+    assert len(sizes) == report.read_text().count("<img") >= 6
     assert all(w > 100 and h > 100 and done for w, h, done in sizes), sizes
     assert dom.count("<table") == report.read_text().count("<table") >= 8
     assert "Distributions across cases" in dom and "Provenance" in dom and "case2" in dom

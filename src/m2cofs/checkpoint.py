@@ -68,9 +68,18 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        head = Path(path).read_bytes()[:2]
-        kind = " (it looks like a pickle / torch.save file, which m2cofs never loads)" if head[:1] == b"\x80" or head == b"PK" else ""
-        raise M2CofsError(f"is not a safetensors weight file{kind}: {str(exc).splitlines()[0][:100]}", path) from None
+        raise M2CofsError(f"is not a safetensors weight file{_pickle_hint(path)}: {str(exc).splitlines()[0][:100]}", path) from None
+
+
+def _pickle_hint(path: Path) -> str:
+    """Say so when a file that should be safetensors starts like a pickle or a torch.save zip."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+    except OSError:
+        return ""
+    pickled = head[:1] == b"\x80" or head == b"PK"
+    return " (it looks like a pickle / torch.save file, which m2cofs never loads)" if pickled else ""
 
 
 def save_model_file(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
@@ -150,9 +159,9 @@ def safetensors_header(path: Path) -> dict[str, Any]:
                 raise ValueError("header size out of range")
             header = json.loads(fh.read(n))
     except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise M2CofsError(f"is not a readable safetensors file ({exc})", path) from None
+        raise M2CofsError(f"is not a safetensors weight file{_pickle_hint(path)} ({exc})", path) from None
     if not isinstance(header, dict):
-        raise M2CofsError("is not a readable safetensors file (its header is no mapping)", path)
+        raise M2CofsError("is not a safetensors weight file (its header is no mapping)", path)
     return header
 
 
