@@ -52,6 +52,11 @@ def test_overrides_and_files(tmp_path):
     cfg = load_config("lite", overrides=["train.epochs.stage1=3", "train.manifold=euclidean", "data.spacing=null"])
     assert cfg.train.epochs["stage1"] == 3 and cfg.train.epochs["stage2"] == load_config("lite").train.epochs["stage2"]
     assert cfg.train.manifold == "euclidean" and cfg.data.spacing is None
+    # a loop's own epochs: Stage I's fusion loop 2, its segmentation loop keeps the stage's 3
+    loop = load_config("lite", overrides=["train.epochs.stage1=3", "train.epochs.stage1_fusion=2"])
+    assert loop.train.epochs["stage1_fusion"] == 2 and loop.train.epochs["stage1"] == 3
+    with pytest.raises(M2CofsError, match="train.epochs.stage1_fusio: unknown key; did you mean train.epochs.stage1_fusion"):
+        load_config("lite", overrides=["train.epochs.stage1_fusio=2"])
     f = tmp_path / "c.yaml"
     f.write_text("train:\n  knn_k: 9\n")
     assert load_config("lite", f).train.knn_k == 9

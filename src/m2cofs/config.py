@@ -49,6 +49,7 @@ class TrainConfig:
     optimizer: str = "adamw"
     lr: float = 3e-4
     weight_decay: float = 1e-5
+    # Epochs per stage; a loop's own key (e.g. stage1_fusion) overrides its stage's count for that loop
     epochs: dict[str, int] = field(default_factory=lambda: {"stage0": 100, "stage1": 200, "stage2": 100, "stage3": 200})
     alpha: float = 0.1
     fusion_ssim: float = 0.0  # > 0: + this · Σ_i (1 − SSIM(fused, source_i)) in the fusion loss (0: the paper's L_F)
@@ -155,9 +156,10 @@ def _coerce(cls, section: str, values: dict[str, Any], source: str):
         elif isinstance(default, dict):
             if not isinstance(v, dict):
                 raise _fail(source, key, "must be a mapping")
-            bad = sorted(set(v) - set(default))
+            known = {**default, **({n: 0 for n in BUDGET_LOOPS} if key == "train.epochs" else {})}  # + a loop's own epochs
+            bad = sorted(set(v) - set(known))
             if bad:
-                raise _unknown(source, f"{key}.", bad[0], default)
+                raise _unknown(source, f"{key}.", bad[0], known)
             merged = dict(default)
             for k2, v2 in v.items():
                 if isinstance(v2, bool) or not isinstance(v2, int):

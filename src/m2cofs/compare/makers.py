@@ -139,7 +139,7 @@ def train_method(ctx, name: str, task_factory: Callable[[], object], stage_key: 
     t = ctx.t
     task = task_factory()
     t0 = time.time()
-    run_loop(name, task, t.patch_dataset("stage1_segmentation"), t.loop_settings(1), ctx.method_dir(name), t.dist, stage_key,
+    run_loop(name, task, t.patch_dataset("stage1_segmentation"), t.loop_settings(1, "stage1_segmentation"), ctx.method_dir(name), t.dist, stage_key,
              resume=True)
     atomic_write_json(ctx.method_dir(name) / "train.json", {"seconds": round(time.time() - t0, 1)})
     h = heads()

@@ -71,7 +71,7 @@ def train_and_predict_peer(name: str, ctx: FoldContext, out: Path) -> None:
     model = build_peer(name, len(t.modalities), len(t.convention.regions))
     if not weights.exists():
         task = PeerTask(model, t.cfg.train.seg_loss)
-        settings = t.loop_settings(1)
+        settings = t.loop_settings(1, "stage1_segmentation")
         settings.epochs = 10_000  # bounded by the CPU-time budget of the M²-CoFS run
         settings.max_seconds = ctx.m2cofs_seconds
         run_loop(f"peer_{name}", task, t.patch_dataset("stage1_segmentation"), settings, d, t.dist, seeds.PEER_KEY, resume=True)

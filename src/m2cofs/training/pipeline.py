@@ -126,9 +126,10 @@ class Trainer:
         ``name``: the loop (its share of a time budget; default the stage's first loop)."""
         c = self.cfg
         lr = c.train.stage2_lr if stage == 2 and c.train.stage2_lr is not None else c.train.lr
-        epochs, seconds = c.train.epochs[f"stage{stage}"], None
+        loop = name or STAGE_NAMES[stage][0]
+        epochs, seconds = c.train.epochs.get(loop, c.train.epochs[f"stage{stage}"]), None
         if self.budgets:  # the budget decides; the epochs are only a cap
-            epochs, seconds = BUDGET_EPOCHS, self.budgets.get(name or STAGE_NAMES[stage][0], 0.0)
+            epochs, seconds = BUDGET_EPOCHS, self.budgets.get(loop, 0.0)
         return LoopSettings(epochs=epochs, batch_size=c.data.batch_size, lr=lr,
                             weight_decay=c.train.weight_decay, optimizer=c.train.optimizer,
                             checkpoint_every=c.train.checkpoint_every, seed=c.train.seed, workers=c.data.workers,
