@@ -33,7 +33,7 @@ demo: $(VENV)/.installed
 
 ## make test: the test suite (CI runs exactly this through .ci/run)
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache

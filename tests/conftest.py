@@ -16,6 +16,30 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# `make test` runs the suite on two pytest-xdist workers (one test file per worker at a time).
+# Each worker computes on one thread, so the two share the cores instead of fighting over them;
+# the subprocesses that tests start (the CLI, torchrun) inherit the setting.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+# Under pytest-xdist (--dist loadfile) a worker takes whole files from the front of this order.
+# The longest file (real-data training, ~8 min on one thread) goes first, to one worker; the other
+# worker takes the short files; the next longest come last, longest of them first, so that the
+# two workers end close together.
+FIRST = ("test_real_training.py",)
+LAST = ("test_training.py", "test_performance.py", "test_sigkill_resume.py", "test_compare.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        name = item.path.name
+        return -1 if name in FIRST else LAST.index(name) + 1 if name in LAST else 0
+
+    items.sort(key=rank)  # stable: each file keeps its order
+
 
 def shared_data_dir() -> Path:
     return Path(os.environ.get("M2COFS_SHARED_DATA", REPO.parent / "shared" / "data"))
