@@ -38,6 +38,22 @@ def test_card_numbers_are_the_results():
         assert value == pytest.approx(summary["metrics"][key]["mean"], abs=1e-9), key
 
 
+def test_card_puts_the_peers_beside_the_model(tmp_path):
+    from m2cofs.bundled import BundledModel
+
+    card = {"modalities": ["t1ce", "flair"], "regions": ["WT"],
+            "quality": {"held_out_case": "c1", "results": "x/RUN.md", "held_out": {"Dice/WT": 0.81234},
+                        "compared": {"SegResNet-16": {"Dice/WT": 0.7}, "mean fusion": {"retention/both": 0.5}},
+                        "compared_note": "same time"}}
+    md = render_card(BundledModel("m", tmp_path, card))
+    assert "| metric | m | SegResNet-16 | mean fusion |" in md
+    assert "| Dice/WT | 0.812 | 0.700 | — |" in md  # a metric the peer lacks shows a dash
+    assert "| retention/both | — | — | 0.500 |" in md
+    assert "same time" in md
+    del card["quality"]["compared"]
+    assert "| metric | m |" in render_card(BundledModel("m", tmp_path, card))
+
+
 def test_lookup_by_name_path_and_default(tmp_path):
     path, m = resolve_model(None)
     assert m.name == DEFAULT_MODEL and path == m.path

@@ -199,10 +199,12 @@ def test_resume_after_interruptions_gives_the_same_weights(synth, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
 
 
-def test_interrupted_run_needs_resume(synth, tmp_path):
+def test_interrupted_run_needs_resume(synth, tmp_path, capsys):
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         train(_opts(synth, out, stop_after_steps=2))
+    said = capsys.readouterr()  # 3 cases trained on; the label conventions were read from all 4
+    assert "data: 3 case(s)" in said.out + said.err and "conventions read from all 4 cases found" in said.out + said.err
     assert main(["train", "--data", str(synth), "--out", str(out), "--exclude", HELD_OUT, "--no-progress",
                  *[x for s in TINY for x in ("--set", s)]]) == 2
 

@@ -241,15 +241,15 @@ def test_provenance_of_the_bundled_model_is_its_cards(brats2023_run, capsys):
 
     card = get_model(DEFAULT_MODEL).card["training"]
     rec = brats2023_run["record"]
-    assert rec["git_commit"] == card["commit"] == "dedca80"
+    assert rec["git_commit"] == card["commit"] == "1993df8"
     assert rec["training_data"] == card["summary"] and rec["training_cases"] == len(card["cases"]) == 18
     r = brats2023_run
     assert main(["evaluate", "--pred", str(r["pred"]), "--data", str(r["data"]), "--out", str(r["tmp"] / "rep_pv"),
                  "--quiet", "--metrics", "EN"]) == 0, capsys.readouterr().err
     prov = json.loads((r["tmp"] / "rep_pv" / "summary.json").read_text())["provenance"]
-    assert prov["git_commit"] == "dedca80" and prov["training_cases"] == 18
+    assert prov["git_commit"] == "1993df8" and prov["training_cases"] == 18
     html = (r["tmp"] / "rep_pv" / "report.html").read_text()
-    assert "dedca80" in html and "not recorded" not in html
+    assert "1993df8" in html and "not recorded" not in html
 
 
 # ----------------------------------------------------------------------------- #33.5 the Python API

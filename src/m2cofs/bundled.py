@@ -133,11 +133,18 @@ def render_card(m: BundledModel) -> str:
               "## Measured quality", ""]
     q = c.get("quality", {})
     held = q.get("held_out", {})
+    peers = q.get("compared", {})
     if held:
-        lines += [f"On the held-out case ({q.get('held_out_case', '?')}; `results/{q.get('results', '?')}`):", "",
-                  "| metric | value |", "| --- | --- |"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in held.items()]
+        lines += [f"On the held-out case ({q.get('held_out_case', '?')}; `results/{q.get('results', '?')}`)"
+                  + (", beside what a user would pick instead (same case, same evaluation):" if peers else ":"), ""]
+        names = [m.name, *peers]
+        lines += ["| metric | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+        keys = list(held) + [k for p in peers.values() for k in p if k not in held]
+        keys = list(dict.fromkeys(keys))
+        lines += [f"| {k} | " + " | ".join(_fmt(src.get(k)) for src in (held, *peers.values())) + " |" for k in keys]
         lines.append("")
+        if peers and q.get("compared_note"):
+            lines += [q["compared_note"], ""]
     for note in q.get("notes", []):
         lines.append(f"- {note}")
     lines += ["", "## Known failure modes", ""] + [f"- {f}" for f in c.get("failure_modes", [])]

@@ -65,7 +65,8 @@ def load_training_data(o: TrainOptions, cfg: Config, out: Path, dist: DistInfo,
     convention = dataset.convention
     if dist.is_main:
         say(f"data: {len(ids)} case(s) from {o.data} ({dataset.format}), modalities {', '.join(modalities)}, "
-            f"labels {convention.name} ({probe.convention_reason})")
+            f"labels {convention.name} ({probe.convention_reason}"
+            f"{'' if len(ids) == len(probe.ids) else f'; conventions read from all {len(probe.ids)} cases found'})")
         # One process under torchrun: the other ranks wait in a gloo barrier meanwhile, and a
         # process pool beside that barrier has been seen to abort a rank on a loaded machine.
         workers = 1 if dist.enabled else min(len(ids), max(1, (os.cpu_count() or 1)))
