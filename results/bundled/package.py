@@ -50,7 +50,7 @@ def weights(run_ckpt: str, commit: str) -> None:
 def card(compare_results: str) -> None:
     from m2cofs.bundled import get_model, render_card
     from m2cofs.checkpoint import read_sidecar
-    from m2cofs.io import atomic_write_json
+    from m2cofs.io import atomic_write_json, atomic_write_text
 
     path = FOLDER / "card.json"
     c = json.loads(path.read_text(encoding="utf-8"))
@@ -66,7 +66,7 @@ def card(compare_results: str) -> None:
     q["compared"] = {label: {k: v for k, v in per_case[name][case].items() if _keep(k, prefixes)}
                      for name, (label, prefixes) in PEERS.items() if case in per_case.get(name, {})}
     atomic_write_json(path, c)
-    (FOLDER / "MODEL_CARD.md").write_text(render_card(get_model("brats-t1ce-flair")), encoding="utf-8")
+    atomic_write_text(FOLDER / "MODEL_CARD.md", render_card(get_model("brats-t1ce-flair")))
     print(f"card: {len(q['held_out'])} metrics of the model, peers {', '.join(q['compared']) or 'none'}")
 
 

@@ -139,8 +139,7 @@ def render_card(m: BundledModel) -> str:
                   + (", beside what a user would pick instead (same case, same evaluation):" if peers else ":"), ""]
         names = [m.name, *peers]
         lines += ["| metric | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
-        keys = list(held) + [k for p in peers.values() for k in p if k not in held]
-        keys = list(dict.fromkeys(keys))
+        keys = list(dict.fromkeys([*held, *(k for p in peers.values() for k in p)]))
         lines += [f"| {k} | " + " | ".join(_fmt(src.get(k)) for src in (held, *peers.values())) + " |" for k in keys]
         lines.append("")
         if peers and q.get("compared_note"):
