@@ -38,6 +38,47 @@ def test_card_numbers_are_the_results():
         assert value == pytest.approx(summary["metrics"][key]["mean"], abs=1e-9), key
 
 
+def test_card_peers_are_the_compare_results():
+    """The card's columns beside the model are the per-case numbers of the committed peer run."""
+    card = get_model(DEFAULT_MODEL).card["quality"]
+    per_case = json.loads((ROOT / "results/bundled/compare_peer/results.json").read_text())["per_case"]
+    case = card["held_out_case"]
+    labels = {"SegResNet-16, same time": "segresnet", "mean fusion": "mean", "copy T1ce": "copy1",
+              "copy FLAIR": "copy2"}
+    assert set(card["compared"]) == set(labels)
+    for label, values in card["compared"].items():
+        for key, value in values.items():
+            assert value == pytest.approx(per_case[labels[label]][case][key], abs=1e-9), (label, key)
+    # the model's own row in that run is the packaged file on the same case: the card's numbers
+    for key, value in card["held_out"].items():
+        if key.startswith("Dice/"):
+            assert per_case["m2cofs"][case][key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_peer_time_scales_by_the_models_own_step(tmp_path):
+    """results/bundled/peer_time.py: the model's seconds × (its loop's seconds here / there) on the
+    same first steps; known values."""
+    import importlib.util
+
+    def log(folder, loop, rows):
+        folder.mkdir(exist_ok=True)
+        (folder / f"{loop}.csv").write_text("stage,step,seconds\n" + "".join(f"{loop},{s},{t}\n" for s, t in rows))
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    log(old, "stage1_segmentation", [(10, 30.0), (20, 60.0), (30, 95.0)])
+    log(new, "stage1_segmentation", [(10, 12.0), (20, 24.0)])
+    log(old, "stage0_autoencoder", [(5, 10.0)])
+    log(new, "stage0_autoencoder", [(5, 4.0)])
+    (old / "m2cofs_summary.json").write_text(json.dumps({"stage_seconds": {"a": 600.0, "b": 400.0}}))
+    spec = importlib.util.spec_from_file_location("peer_time", ROOT / "results/bundled/peer_time.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--old", str(old), "--new", str(new), "--out", str(tmp_path / "t.json")]) == 0
+    t = json.loads((tmp_path / "t.json").read_text())
+    assert t["loops"]["stage1_segmentation"]["steps"] == 20 and t["ratio"] == 0.4
+    assert t["peer_seconds_here"] == 400.0 and t["loops"]["stage0_autoencoder"]["ratio"] == 0.4
+
+
 def test_card_puts_the_peers_beside_the_model(tmp_path):
     from m2cofs.bundled import BundledModel
 

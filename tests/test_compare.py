@@ -168,6 +168,52 @@ def test_compare_end_to_end_tiny(tmp_path, capfd):
     assert len(lines) == 3 and "on volume features" in lines[1] and "on window features" in lines[2]
 
 
+def test_compare_a_given_model_with_a_peer_at_its_time(synth32, tmp_path, capsys):
+    """``--model`` scores a model trained elsewhere (e.g. the bundled one on its held-out case) as
+    the θU row, with no M²-CoFS run trained per fold; the peers train for ``--peer-seconds``.
+    Methods made from the fold's run, peers without a time, and a time of 0 are refused before
+    anything is written."""
+    import csv
+
+    import nibabel as nib
+
+    ids = sorted(p.name for p in synth32.iterdir() if p.is_dir())
+    run, out = tmp_path / "run", tmp_path / "cmp"
+    assert main(["train", "--data", str(synth32), "--out", str(run), "--exclude", ids[1], "--preset", TINY_PRESET,
+                 "--no-progress"]) == 0
+    base = ["compare", "--data", str(synth32), "--test-ids", ids[1], "--model", str(run / "unified.ckpt"),
+            "--preset", TINY_PRESET, "--no-progress"]
+    capsys.readouterr()
+    for extra, message in ((["--methods", "mean,average"], "average need"),
+                           (["--methods", "segresnet"], "--peer-seconds"),
+                           (["--methods", "segresnet", "--peer-seconds", "0"], "positive number")):
+        assert main([*base, "--out", str(tmp_path / "refused"), *extra]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "refused").exists()
+    seen = [x if x != ids[1] else ids[0] for x in base]  # hold out the case the model was trained on
+    assert main([*seen, "--out", str(tmp_path / "refused"), "--methods", "mean"]) == 2
+    assert f"trained on 1 of the cases to hold out ({ids[0]})" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
+
+    assert main([*base, "--out", str(out), "--methods", "segresnet,mean,copy1", "--peer-seconds", "2"]) == 0
+    assert not (out / "fold0" / "m2cofs" / "stages").exists()  # nothing of M²-CoFS trained here
+    # the θU row is the given model's prediction, as `m2cofs predict` makes it
+    assert main(["predict", "--model", str(run / "unified.ckpt"), "--input", str(synth32), "--ids", ids[1],
+                 "--out", str(tmp_path / "pred"), "--no-progress"]) == 0
+    for kind in ("seg", "fused"):
+        a, b = (np.asanyarray(nib.load(str(d / ids[1] / f"{ids[1]}_{kind}.nii.gz")).dataobj)
+                for d in (out / "fold0" / "pred" / "m2cofs", tmp_path / "pred"))
+        assert np.array_equal(a, b), kind
+    # the peer trained for the given time: its clock ends in the step that passes 2 s
+    with open(out / "fold0" / "methods" / "segresnet" / "logs" / "peer_segresnet.csv") as f:
+        seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
+    assert seconds[-1] >= 2.0 and seconds[-2] < 2.0
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["per_case"]) == {"m2cofs", "segresnet", "mean", "copy1"}
+    assert all(set(rows) == {ids[1]} for rows in res["per_case"].values())
+    assert "SegResNet (seg only)" in (out / "table_segmentation.md").read_text()
+
+
 def _results_script(name: str):
     import importlib.util
     from pathlib import Path

@@ -32,6 +32,13 @@ def add_parser(sub) -> None:
     p.add_argument("--test-ids", default=None, metavar="IDS",
                    help="one split instead of --folds: hold out these cases (comma-separated ids), train on the rest; "
                         "e.g. the cases of one source, for a leave-one-source-out check")
+    p.add_argument("--model", default=None, metavar="MODEL",
+                   help="score this model (a model file, run folder or bundled name) as the M²-CoFS row instead of "
+                        "training one per fold, e.g. a bundled model on its held-out case; other methods: classic "
+                        "rules, copy-one-source and peers (give the model's training time with --peer-seconds)")
+    p.add_argument("--peer-seconds", type=float, default=None, metavar="S",
+                   help="train the segmentation-only peers (segresnet, unet) for S seconds instead of the CPU time "
+                        "of the fold's M²-CoFS run")
     p.add_argument("--mode", default="volume", choices=("volume", "slice"), help="fusion-metric mode (default volume)")
     p.add_argument("--format", default="auto", choices=FORMATS)
     p.add_argument("--labels", default="auto", choices=CONVENTION_CHOICES)
@@ -46,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     opts = CompareOptions(data=args.data, out=args.out, methods=parse_methods(args.methods), preset=args.preset,
                           overrides=args.set, folds=args.folds, format=args.format, labels=args.labels,
                           modalities=modalities_arg(args.modalities), mode=args.mode, progress=not args.no_progress,
-                          run_folds=_fold_list(args.fold),
+                          run_folds=_fold_list(args.fold), peer_seconds=_positive(args.peer_seconds), model=args.model,
                           test_ids=[t.strip() for t in args.test_ids.split(",") if t.strip()] if args.test_ids else None)
     compare(opts)
     return 0
@@ -61,3 +68,11 @@ def _fold_list(values: list[str] | None) -> list[int] | None:
         return sorted({int(v) for text in values for v in text.split(",") if v.strip()})
     except ValueError:
         raise M2CofsError(f"--fold takes fold numbers such as 0 or 0,2, not {' '.join(values)!r}") from None
+
+
+def _positive(seconds: float | None) -> float | None:
+    if seconds is not None and not seconds > 0:
+        from m2cofs.errors import M2CofsError
+
+        raise M2CofsError(f"--peer-seconds must be a positive number of seconds, not {seconds:g}")
+    return seconds

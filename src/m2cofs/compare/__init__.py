@@ -6,7 +6,7 @@ the weight-space plot and an HTML page are written::
 
     DIR/
       folds.json                       which cases each fold holds out
-      fold<k>/m2cofs/                  the M²-CoFS run (stages 0-3), reused by many methods
+      fold<k>/m2cofs/                  the M²-CoFS run (stages 0-3), reused by many methods (--model: set-up only)
       fold<k>/methods/<method>/        a method's own training / model file (when it has one)
       fold<k>/pred/<method>/           predictions of the held-out cases (m2cofs predict layout)
       fold<k>/eval/<method>/           metrics.csv, summary.json of those predictions

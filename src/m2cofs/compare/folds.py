@@ -66,9 +66,13 @@ class FoldContext:
         return ctx
 
     def train(self) -> None:
-        """Run (or resume, or load) the fold's M²-CoFS stages 0-3 on its training cases."""
+        """Run (or resume, or load) the fold's M²-CoFS stages 0-3 on its training cases; with
+        ``--model`` (a model trained elsewhere), only set the run up (data, config) for the peers."""
         from m2cofs.training.pipeline import Trainer
 
+        if self.opts.model is not None:
+            self.trainer = Trainer(self._train_opts(self.run_dir, self.opts.overrides, resume=True, stages=()))
+            return
         t0 = time.time()
         self.trainer = Trainer(self._train_opts(self.run_dir, self.opts.overrides, resume=True))
         self.trainer.run()
@@ -83,6 +87,16 @@ class FoldContext:
         return TrainOptions(data=o.data, out=str(out), preset=o.preset, overrides=list(overrides), stages=list(stages),
                             resume=resume, format=o.format, labels=o.labels, modalities=o.modalities,
                             include=self.fold.train_ids, cache_dir=str(self.cache), progress=o.progress)
+
+    @property
+    def peer_seconds(self) -> float:
+        """The peers' training time: ``--peer-seconds``, else the CPU time of the fold's M²-CoFS run."""
+        if self.opts.peer_seconds is not None:
+            return float(self.opts.peer_seconds)
+        if self.m2cofs_seconds is None:
+            raise M2CofsError("a peer trains for the time of the fold's M²-CoFS run: with --model, give the "
+                              "model's training time with --peer-seconds")
+        return self.m2cofs_seconds
 
     @property
     def t(self):

@@ -139,7 +139,12 @@ def _continual(labels: dict[str, str]) -> None:
         register(MethodSpec(name, "continual", text, make=_maker("continual", name, i)))
 
 
-register(MethodSpec("m2cofs", "m2cofs", "M²-CoFS (θU)", make=_run_file("unified.ckpt"), weight_set=False))
+def _unified(ctx) -> Path:
+    """θU: the model given with ``--model``, else the fold's own run's."""
+    return Path(ctx.opts.model) if ctx.opts.model is not None else ctx.run_dir / "unified.ckpt"
+
+
+register(MethodSpec("m2cofs", "m2cofs", "M²-CoFS (θU)", make=_unified, weight_set=False))
 _builtin("classical", {"mean": "mean", "max": "maximum", "pca": "PCA-weighted", "laplacian": "Laplacian pyramid"},
          kind=CLASSICAL)
 _builtin("copy", {"copy1": "copy source 1 (no fusion)", "copy2": "copy source 2 (no fusion)"}, kind=CLASSICAL)

@@ -58,7 +58,7 @@ class PeerNet(torch.nn.Module):
 
 def train_and_predict_peer(name: str, ctx: FoldContext, out: Path) -> None:
     """Train the peer on the fold's training cases (within the CPU time of the fold's M²-CoFS
-    run; kept in ``peer.safetensors``), then predict the held-out cases."""
+    run, or ``--peer-seconds``; kept in ``peer.safetensors``), then predict the held-out cases."""
     from m2cofs.baselines.peers import PeerTask, build_peer
     from m2cofs.checkpoint import load_tensors, save_tensors
     from m2cofs.inference import LoadedModel
@@ -73,7 +73,7 @@ def train_and_predict_peer(name: str, ctx: FoldContext, out: Path) -> None:
         task = PeerTask(model, t.cfg.train.seg_loss)
         settings = t.loop_settings(1, "stage1_segmentation")
         settings.epochs = 10_000  # bounded by the CPU-time budget of the M²-CoFS run
-        settings.max_seconds = ctx.m2cofs_seconds
+        settings.max_seconds = ctx.peer_seconds
         run_loop(f"peer_{name}", task, t.patch_dataset("stage1_segmentation"), settings, d, t.dist, seeds.PEER_KEY, resume=True)
         save_tensors(weights, model.state_dict())
     model.load_state_dict(load_tensors(weights))

@@ -26,6 +26,7 @@ PerCase = dict[str, dict[str, float]]  # case id → column → value
 def compare(opts: CompareOptions, log: Callable[[str], None] = print) -> dict:
     """Run ``m2cofs compare`` (see :mod:`m2cofs.compare`); returns the statistics of ``results.json``."""
     out = Path(opts.out)
+    check_model_option(opts)
     folds = plan_folds(opts, out)
     per_method, sets_per_fold = run_folds(opts, folds, out, log)
     stats = aggregate(per_method, opts.mode)
@@ -38,6 +39,33 @@ def compare(opts: CompareOptions, log: Callable[[str], None] = print) -> dict:
     write_page(out, tables, opts, folds)
     log(f"wrote {out / 'index.html'}")
     return stats
+
+
+def check_model_option(opts: CompareOptions) -> None:
+    """``--model`` stands in for the fold's M²-CoFS run: the methods made from that run cannot come with it."""
+    from m2cofs.compare.methods import MODEL, PEER, method
+
+    if opts.model is None:
+        return
+    if opts.peer_seconds is None and any(method(m).kind == PEER for m in opts.methods):
+        raise M2CofsError("--model: the peers train for the model's training time; give it with --peer-seconds")
+    needs_run = [m for m in opts.methods if m != "m2cofs" and method(m).kind == MODEL]
+    if needs_run:
+        raise M2CofsError(f"--model replaces the M²-CoFS run of each fold, which {', '.join(needs_run)} "
+                          "need: with --model choose only classic rules, copy-one-source and peers")
+
+
+def check_never_seen(model: str, held_out: Sequence[str]) -> None:
+    """``--model``'s scores count only on cases it was not trained on (its ``trained_on`` list)."""
+    from m2cofs.bundled import resolve_model
+    from m2cofs.checkpoint import read_sidecar, resolve_model_file
+
+    path = resolve_model_file(resolve_model(model)[0])
+    seen = sorted(set(read_sidecar(path).get("trained_on") or []) & set(held_out))
+    if seen:
+        raise M2CofsError(f"--model was trained on {len(seen)} of the cases to hold out ({', '.join(seen[:3])}"
+                          f"{'...' if len(seen) > 3 else ''}): its scores there would not be held out; hold out "
+                          "cases it never saw with --test-ids", path)
 
 
 def plan_folds(opts: CompareOptions, out: Path) -> list[Fold]:
@@ -55,6 +83,8 @@ def plan_folds(opts: CompareOptions, out: Path) -> list[Fold]:
             raise M2CofsError(f"--test-ids: no case {unknown[0]!r} in the data ({len(unknown)} unknown)", opts.data)
         if set(opts.test_ids) >= set(ids):
             raise M2CofsError("--test-ids holds out every case: nothing is left to train on", opts.data)
+    if opts.model is not None:
+        check_never_seen(opts.model, opts.test_ids or ids)
     folds_json = out / "folds.json"
     if not folds_json.exists():
         # A new comparison: read and check every case before anything is written, so bad input
@@ -99,7 +129,8 @@ def run_folds(opts: CompareOptions, folds: Sequence[Fold], out: Path, log: Calla
             per_method[m].update(read_metrics(p))
         for m in (m for m in opts.methods if m.startswith("plugin_")):
             plugin_rows.setdefault(f"{m}_specialist", {}).update(read_metrics(plugin_alone(ctx, m)))
-        sets_per_fold.append(weight_sets(ctx, opts.methods))
+        if ctx.m2cofs_seconds is not None:  # F's weight sets exist only where the M²-CoFS run was trained
+            sets_per_fold.append(weight_sets(ctx, opts.methods))
     per_method.update(plugin_rows)
     return per_method, sets_per_fold
 

@@ -82,7 +82,7 @@ class Trainer:
         self.results = StageResults(theta0=self.net.fusion_state())
         minutes = opts.time_budget if opts.time_budget is not None else self.cfg.train.time_budget_minutes
         t = self.cfg.train
-        self.budgets = loop_budgets(t.budget_shares, t.epochs, opts.stages, minutes) if minutes else {}
+        self.budgets = loop_budgets(t.budget_shares, t.epochs, opts.stages, minutes) if minutes and opts.stages else {}
         if self.budgets and self.dist.is_main:
             split = ", ".join(f"{name} {sec / 60:.1f}" for name, sec in self.budgets.items() if sec > 0)
             seg = sum(sec for name, sec in self.budgets.items() if name in SEGMENTATION_LOOPS)
