@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     opts = CompareOptions(data=args.data, out=args.out, methods=parse_methods(args.methods), preset=args.preset,
                           overrides=args.set, folds=args.folds, format=args.format, labels=args.labels,
                           modalities=modalities_arg(args.modalities), mode=args.mode, progress=not args.no_progress,
-                          run_folds=_fold_list(args.fold), peer_seconds=_positive(args.peer_seconds), model=args.model,
+                          run_folds=_fold_list(args.fold), peer_seconds=args.peer_seconds, model=args.model,
                           test_ids=[t.strip() for t in args.test_ids.split(",") if t.strip()] if args.test_ids else None)
     compare(opts)
     return 0
@@ -69,10 +69,3 @@ def _fold_list(values: list[str] | None) -> list[int] | None:
     except ValueError:
         raise M2CofsError(f"--fold takes fold numbers such as 0 or 0,2, not {' '.join(values)!r}") from None
 
-
-def _positive(seconds: float | None) -> float | None:
-    if seconds is not None and not seconds > 0:
-        from m2cofs.errors import M2CofsError
-
-        raise M2CofsError(f"--peer-seconds must be a positive number of seconds, not {seconds:g}")
-    return seconds

@@ -91,12 +91,7 @@ class FoldContext:
     @property
     def peer_seconds(self) -> float:
         """The peers' training time: ``--peer-seconds``, else the CPU time of the fold's M²-CoFS run."""
-        if self.opts.peer_seconds is not None:
-            return float(self.opts.peer_seconds)
-        if self.m2cofs_seconds is None:
-            raise M2CofsError("a peer trains for the time of the fold's M²-CoFS run: with --model, give the "
-                              "model's training time with --peer-seconds")
-        return self.m2cofs_seconds
+        return float(self.opts.peer_seconds if self.opts.peer_seconds is not None else self.m2cofs_seconds)
 
     @property
     def t(self):

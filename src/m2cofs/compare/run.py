@@ -26,7 +26,7 @@ PerCase = dict[str, dict[str, float]]  # case id → column → value
 def compare(opts: CompareOptions, log: Callable[[str], None] = print) -> dict:
     """Run ``m2cofs compare`` (see :mod:`m2cofs.compare`); returns the statistics of ``results.json``."""
     out = Path(opts.out)
-    check_model_option(opts)
+    check_options(opts)
     folds = plan_folds(opts, out)
     per_method, sets_per_fold = run_folds(opts, folds, out, log)
     stats = aggregate(per_method, opts.mode)
@@ -41,10 +41,13 @@ def compare(opts: CompareOptions, log: Callable[[str], None] = print) -> dict:
     return stats
 
 
-def check_model_option(opts: CompareOptions) -> None:
-    """``--model`` stands in for the fold's M²-CoFS run: the methods made from that run cannot come with it."""
+def check_options(opts: CompareOptions) -> None:
+    """``--peer-seconds`` is a time; ``--model`` stands in for the fold's M²-CoFS run, so the methods
+    made from that run cannot come with it, and the peers need their time given."""
     from m2cofs.compare.methods import MODEL, PEER, method
 
+    if opts.peer_seconds is not None and not opts.peer_seconds > 0:
+        raise M2CofsError(f"--peer-seconds must be a positive number of seconds, not {opts.peer_seconds:g}")
     if opts.model is None:
         return
     if opts.peer_seconds is None and any(method(m).kind == PEER for m in opts.methods):
@@ -129,7 +132,7 @@ def run_folds(opts: CompareOptions, folds: Sequence[Fold], out: Path, log: Calla
             per_method[m].update(read_metrics(p))
         for m in (m for m in opts.methods if m.startswith("plugin_")):
             plugin_rows.setdefault(f"{m}_specialist", {}).update(read_metrics(plugin_alone(ctx, m)))
-        if ctx.m2cofs_seconds is not None:  # F's weight sets exist only where the M²-CoFS run was trained
+        if opts.model is None:  # F's weight sets exist only where the fold's M²-CoFS run was trained
             sets_per_fold.append(weight_sets(ctx, opts.methods))
     per_method.update(plugin_rows)
     return per_method, sets_per_fold
