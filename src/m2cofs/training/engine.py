@@ -212,8 +212,9 @@ class _Loop:
     def epochs(self) -> None:
         for epoch in range(self.start_epoch, self.s.epochs):
             self.epoch(epoch)
+            spent = self.budget_spent()  # before the checkpoint: its write is not the step's time
             self.checkpoint(epoch + 1, 0)
-            if self.budget_spent():
+            if spent:
                 break
 
     def epoch(self, epoch: int) -> None:
@@ -288,9 +289,10 @@ class _Loop:
         """A checkpoint when due; True when the budget ends the epoch. The test hook
         (``stop_after_steps``) checkpoints and interrupts here."""
         s = self.s
+        spent = self.budget_spent()  # decided on the step's own end, as the log's seconds are
         if self.step % s.checkpoint_every == 0:
             self.checkpoint(epoch, batch)
-        if self.budget_spent():
+        if spent:
             return True
         if s.stop_after_steps is not None and self.steps_this_run >= s.stop_after_steps:
             self.checkpoint(epoch, batch)
