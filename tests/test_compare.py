@@ -190,6 +190,12 @@ def test_compare_a_given_model_with_a_peer_at_its_time(synth32, tmp_path, capsys
         assert main([*base, "--out", str(tmp_path / "refused"), *extra]) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "refused").exists()
+    from m2cofs.compare import CompareOptions, compare
+
+    with pytest.raises(M2CofsError, match="--peer-loss must be dice or dicece"):  # the Python API checks it too
+        compare(CompareOptions(data=str(synth32), out=str(tmp_path / "refused"), methods=["segresnet"],
+                               peer_seconds=2.0, peer_loss="ce"))
+    assert not (tmp_path / "refused").exists()
     seen = [x if x != ids[1] else ids[0] for x in base]  # hold out the case the model was trained on
     assert main([*seen, "--out", str(tmp_path / "refused"), "--methods", "mean"]) == 2
     assert f"trained on 1 of the cases to hold out ({ids[0]})" in capsys.readouterr().err
@@ -212,6 +218,13 @@ def test_compare_a_given_model_with_a_peer_at_its_time(synth32, tmp_path, capsys
     assert set(res["per_case"]) == {"m2cofs", "segresnet", "mean", "copy1"}
     assert all(set(rows) == {ids[1]} for rows in res["per_case"].values())
     assert "SegResNet (seg only)" in (out / "table_segmentation.md").read_text()
+    # the peer's settings are kept beside it (tiny trains on lite's Dice + BCE) and a rerun into the
+    # same folder on another loss is refused rather than scored with the old peer
+    peer = json.loads((out / "fold0" / "methods" / "segresnet" / "peer.json").read_text())
+    assert peer == {"network": "segresnet", "seg_loss": "dicece", "max_seconds": 2.0}
+    capsys.readouterr()
+    assert main([*base, "--out", str(out), "--methods", "segresnet", "--peer-seconds", "2", "--peer-loss", "dice"]) == 2
+    assert "trained on the dicece loss, not dice" in capsys.readouterr().err
 
 
 def _results_script(name: str):

@@ -39,6 +39,9 @@ def add_parser(sub) -> None:
     p.add_argument("--peer-seconds", type=float, default=None, metavar="S",
                    help="train the segmentation-only peers (segresnet, unet) for S seconds instead of the CPU time "
                         "of the fold's M²-CoFS run")
+    p.add_argument("--peer-loss", default=None, choices=("dice", "dicece"),
+                   help="train the peers on this segmentation loss instead of the run's train.seg_loss (e.g. each "
+                        "method on the loss that suits it best at a short budget)")
     p.add_argument("--mode", default="volume", choices=("volume", "slice"), help="fusion-metric mode (default volume)")
     p.add_argument("--format", default="auto", choices=FORMATS)
     p.add_argument("--labels", default="auto", choices=CONVENTION_CHOICES)
@@ -53,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     opts = CompareOptions(data=args.data, out=args.out, methods=parse_methods(args.methods), preset=args.preset,
                           overrides=args.set, folds=args.folds, format=args.format, labels=args.labels,
                           modalities=modalities_arg(args.modalities), mode=args.mode, progress=not args.no_progress,
-                          run_folds=_fold_list(args.fold), peer_seconds=args.peer_seconds, model=args.model,
+                          run_folds=_fold_list(args.fold), peer_seconds=args.peer_seconds, peer_loss=args.peer_loss,
+                          model=args.model,
                           test_ids=[t.strip() for t in args.test_ids.split(",") if t.strip()] if args.test_ids else None)
     compare(opts)
     return 0

@@ -24,4 +24,5 @@ class CompareOptions:
     run_folds: list[int] | None = None  # train/predict only these folds (None: all); the tables use every finished one
     test_ids: list[str] | None = None  # one split instead of folds: these cases held out, the rest trained on
     peer_seconds: float | None = None  # the peers' training time (None: the fold's M²-CoFS run's)
+    peer_loss: str | None = None  # the peers' segmentation loss, dice | dicece (None: the run's train.seg_loss)
     model: str | None = None  # the M²-CoFS row from this model (file or bundled name), not a run trained per fold

@@ -58,7 +58,8 @@ class PeerNet(torch.nn.Module):
 
 def train_and_predict_peer(name: str, ctx: FoldContext, out: Path) -> None:
     """Train the peer on the fold's training cases (within the CPU time of the fold's M²-CoFS
-    run, or ``--peer-seconds``; kept in ``peer.safetensors``), then predict the held-out cases."""
+    run, or ``--peer-seconds``; on ``--peer-loss`` or the run's loss; kept in ``peer.safetensors``,
+    its settings in ``peer.json``), then predict the held-out cases."""
     from m2cofs.baselines.peers import PeerTask, build_peer
     from m2cofs.checkpoint import load_tensors, save_tensors
     from m2cofs.inference import LoadedModel
@@ -67,10 +68,12 @@ def train_and_predict_peer(name: str, ctx: FoldContext, out: Path) -> None:
     t = ctx.t
     d = ctx.method_dir(name)
     weights = d / "peer.safetensors"
+    loss = ctx.opts.peer_loss or t.cfg.train.seg_loss
     torch.manual_seed(t.cfg.train.seed)
     model = build_peer(name, len(t.modalities), len(t.convention.regions))
     if not weights.exists():
-        task = PeerTask(model, t.cfg.train.seg_loss)
+        atomic_write_json(d / "peer.json", {"network": name, "seg_loss": loss, "max_seconds": ctx.peer_seconds})
+        task = PeerTask(model, loss)
         settings = t.loop_settings(1, "stage1_segmentation")
         settings.epochs = 10_000  # bounded by the CPU-time budget of the M²-CoFS run
         settings.max_seconds = ctx.peer_seconds
@@ -81,6 +84,27 @@ def train_and_predict_peer(name: str, ctx: FoldContext, out: Path) -> None:
             "regions": list(t.convention.regions), "kind": f"peer_{name}"}
     loaded = LoadedModel(PeerNet(model).eval(), meta, t.cfg, weights)
     predict_prepared(loaded, ctx, out)
+
+
+def check_peers(opts, folds) -> None:
+    """Before anything runs: a peer trained (or started) in ``folds`` on another loss than this
+    comparison asks for is refused, not reused under its name (its ``peer.json``)."""
+    import json
+
+    from m2cofs.config import load_config
+    from m2cofs.errors import M2CofsError
+
+    peers = [m for m in opts.methods if method(m).kind == PEER]
+    if not peers:
+        return
+    loss = opts.peer_loss or load_config(opts.preset, overrides=opts.overrides).train.seg_loss
+    for fold in folds:
+        for name in peers:
+            path = fold.dir / "methods" / name / "peer.json"
+            was = json.loads(path.read_text(encoding="utf-8")).get("seg_loss") if path.exists() else loss
+            if was != loss:
+                raise M2CofsError(f"this peer was trained on the {was} loss, not {loss}: compare into a new --out "
+                                  "folder (or give the same --peer-loss)", path)
 
 
 def predict_prepared(model, ctx: FoldContext, out: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 from m2cofs.compare.folds import Fold, FoldContext, make_folds, select_folds
 from m2cofs.compare.options import CompareOptions
 from m2cofs.compare.page import write_page
-from m2cofs.compare.predict import predict, predict_model
+from m2cofs.compare.predict import check_peers, predict, predict_model
 from m2cofs.compare.stats import aggregate, read_metrics
 from m2cofs.compare.tables import Table, method_tables
 from m2cofs.compare.weight_space import plot_weight_space, weight_sets
@@ -28,6 +28,7 @@ def compare(opts: CompareOptions, log: Callable[[str], None] = print) -> dict:
     out = Path(opts.out)
     check_options(opts)
     folds = plan_folds(opts, out)
+    check_peers(opts, folds)
     per_method, sets_per_fold = run_folds(opts, folds, out, log)
     stats = aggregate(per_method, opts.mode)
     tables = method_tables(stats, opts.methods)
@@ -42,12 +43,14 @@ def compare(opts: CompareOptions, log: Callable[[str], None] = print) -> dict:
 
 
 def check_options(opts: CompareOptions) -> None:
-    """``--peer-seconds`` is a time; ``--model`` stands in for the fold's M²-CoFS run, so the methods
+    """``--peer-seconds`` is a time and ``--peer-loss`` a segmentation loss; ``--model`` stands in for the fold's M²-CoFS run, so the methods
     made from that run cannot come with it, and the peers need their time given."""
     from m2cofs.compare.methods import MODEL, PEER, method
 
     if opts.peer_seconds is not None and not opts.peer_seconds > 0:
         raise M2CofsError(f"--peer-seconds must be a positive number of seconds, not {opts.peer_seconds:g}")
+    if opts.peer_loss not in (None, "dice", "dicece"):
+        raise M2CofsError(f"--peer-loss must be dice or dicece, not {opts.peer_loss!r}")
     if opts.model is None:
         return
     if opts.peer_seconds is None and any(method(m).kind == PEER for m in opts.methods):
