@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One fold of a declared CV arm on the 19 cases (results/ARM/PLAN.md), alone on the machine; then its
 # tables and training logs copied to results/ARM (commit them after each fold). The arm's recipe is
-# results/ARM/overrides: one `section.key=value` per line, passed as --set (lite's defaults otherwise).
+# results/ARM/overrides: one `section.key=value` per line, passed as --set (lite's defaults otherwise),
+# or a compare option (a line starting with --, e.g. `--peer-loss dice`), passed as it is.
 #   bash results/cv19/run_arm.sh ARM F      (F = 0..4; the run folder is runs/ARM)
 set -euo pipefail
 arm=${1:?usage: run_arm.sh ARM FOLD}
@@ -13,11 +14,12 @@ out=runs/$arm
 m2cofs=${M2COFS:-.venv/bin/m2cofs}
 sets=()
 while read -r line; do
-  [ -n "$line" ] && [ "${line#\#}" = "$line" ] && sets+=(--set "$line")
+  [ -z "$line" ] || [ "${line#\#}" != "$line" ] && continue
+  if [ "${line#--}" != "$line" ]; then read -ra flag <<< "$line"; sets+=("${flag[@]}"); else sets+=(--set "$line"); fi
 done < "$here/overrides"
 "$m2cofs" compare --data ../shared/data --out "$out" --folds 5 --fold "$fold" \
     --methods m2cofs,specialists,classical,copy,segresnet --no-progress \
-    --set train.time_budget_minutes=8 "${sets[@]}"
+    --set train.time_budget_minutes=8 ${sets[@]+"${sets[@]}"}
 python3 - "$out/folds.json" <<'PY'
 import json, sys
 a = json.load(open(sys.argv[1]))["folds"]; b = json.load(open("results/cv19/folds.json"))["folds"]
