@@ -43,8 +43,9 @@ def compare(opts: CompareOptions, log: Callable[[str], None] = print) -> dict:
 
 
 def check_options(opts: CompareOptions) -> None:
-    """``--peer-seconds`` is a time and ``--peer-loss`` a segmentation loss; ``--model`` stands in for the fold's M²-CoFS run, so the methods
-    made from that run cannot come with it, and the peers need their time given."""
+    """``--peer-seconds`` is a time and ``--peer-loss`` a segmentation loss; ``--model`` stands in
+    for the fold's M²-CoFS run, so the methods made from that run cannot come with it, and the
+    peers need their time given."""
     from m2cofs.compare.methods import MODEL, PEER, method
 
     if opts.peer_seconds is not None and not opts.peer_seconds > 0:
