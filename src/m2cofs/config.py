@@ -24,6 +24,7 @@ from m2cofs.errors import M2CofsError
 from m2cofs.models.spec import FUSION_HEADS, FUSION_WEIGHTS, ModelConfig, seg_head_names  # torch-free: the CLI imports this module
 
 PRESETS = ("lite", "paper", "tiny")
+SEG_LOSSES = ("dice", "dicece")  # train.seg_loss (losses.make_seg_loss) and compare --peer-loss
 # The training loops, in order (training.options.LOOP_NAMES; spelled here so that the CLI needs no torch).
 BUDGET_LOOPS = ("stage0_autoencoder", "stage1_fusion", "stage1_segmentation", "stage2_seg_to_fusion",
                 "stage2_fusion_to_seg", "stage3_unification")
@@ -222,7 +223,7 @@ def _check_ranges(cfg: Config, source: str) -> None:
     for k in ("alpha", "fusion_ssim", "fusion_retention", "si_lambda", "si_mu", "eta", "gamma"):
         need(getattr(t, k) >= 0, f"train.{k}", "must be >= 0")
     need(t.si_xi > 0, "train.si_xi", "must be > 0")
-    need(t.seg_loss in ("dice", "dicece"), "train.seg_loss", "must be dice or dicece")
+    need(t.seg_loss in SEG_LOSSES, "train.seg_loss", f"must be {' or '.join(SEG_LOSSES)}")
     need(t.manifold in ("geodesic", "euclidean"), "train.manifold", "must be geodesic or euclidean")
     need(t.knn_k >= 1, "train.knn_k", "must be >= 1")
     need(t.g_hidden >= 1, "train.g_hidden", "must be >= 1")

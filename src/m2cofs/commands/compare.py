@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from m2cofs.commands._common import modalities_arg
-from m2cofs.config import PRESETS
+from m2cofs.config import PRESETS, SEG_LOSSES
 from m2cofs.data.labels import CONVENTION_CHOICES
 from m2cofs.data.layouts import FORMATS
 
@@ -39,7 +39,7 @@ def add_parser(sub) -> None:
     p.add_argument("--peer-seconds", type=float, default=None, metavar="S",
                    help="train the segmentation-only peers (segresnet, unet) for S seconds instead of the CPU time "
                         "of the fold's M²-CoFS run")
-    p.add_argument("--peer-loss", default=None, choices=("dice", "dicece"),
+    p.add_argument("--peer-loss", default=None, choices=SEG_LOSSES,
                    help="train the peers on this segmentation loss instead of the run's train.seg_loss (e.g. each "
                         "method on the loss that suits it best at a short budget)")
     p.add_argument("--mode", default="volume", choices=("volume", "slice"), help="fusion-metric mode (default volume)")

@@ -68,7 +68,7 @@ def train_and_predict_peer(name: str, ctx: FoldContext, out: Path) -> None:
     t = ctx.t
     d = ctx.method_dir(name)
     weights = d / "peer.safetensors"
-    loss = ctx.opts.peer_loss or t.cfg.train.seg_loss
+    loss = peer_loss(ctx.opts)
     torch.manual_seed(t.cfg.train.seed)
     model = build_peer(name, len(t.modalities), len(t.convention.regions))
     if not weights.exists():
@@ -86,18 +86,24 @@ def train_and_predict_peer(name: str, ctx: FoldContext, out: Path) -> None:
     predict_prepared(loaded, ctx, out)
 
 
+def peer_loss(opts) -> str:
+    """The peers' segmentation loss: ``--peer-loss``, else the run's ``train.seg_loss``."""
+    from m2cofs.config import load_config
+
+    return opts.peer_loss or load_config(opts.preset, overrides=opts.overrides).train.seg_loss
+
+
 def check_peers(opts, folds) -> None:
     """Before anything runs: a peer trained (or started) in ``folds`` on another loss than this
     comparison asks for is refused, not reused under its name (its ``peer.json``)."""
     import json
 
-    from m2cofs.config import load_config
     from m2cofs.errors import M2CofsError
 
     peers = [m for m in opts.methods if method(m).kind == PEER]
     if not peers:
         return
-    loss = opts.peer_loss or load_config(opts.preset, overrides=opts.overrides).train.seg_loss
+    loss = peer_loss(opts)
     for fold in folds:
         for name in peers:
             path = fold.dir / "methods" / name / "peer.json"

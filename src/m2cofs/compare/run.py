@@ -17,6 +17,7 @@ from m2cofs.compare.predict import check_peers, predict, predict_model
 from m2cofs.compare.stats import aggregate, read_metrics
 from m2cofs.compare.tables import Table, method_tables
 from m2cofs.compare.weight_space import plot_weight_space, weight_sets
+from m2cofs.config import SEG_LOSSES
 from m2cofs.errors import M2CofsError
 from m2cofs.io import atomic_write_json, atomic_write_text
 
@@ -50,8 +51,8 @@ def check_options(opts: CompareOptions) -> None:
 
     if opts.peer_seconds is not None and not opts.peer_seconds > 0:
         raise M2CofsError(f"--peer-seconds must be a positive number of seconds, not {opts.peer_seconds:g}")
-    if opts.peer_loss not in (None, "dice", "dicece"):
-        raise M2CofsError(f"--peer-loss must be dice or dicece, not {opts.peer_loss!r}")
+    if opts.peer_loss is not None and opts.peer_loss not in SEG_LOSSES:
+        raise M2CofsError(f"--peer-loss must be {' or '.join(SEG_LOSSES)}, not {opts.peer_loss!r}")
     if opts.model is None:
         return
     if opts.peer_seconds is None and any(method(m).kind == PEER for m in opts.methods):
