@@ -105,6 +105,103 @@ def test_weights_fuse_on_the_input_grid_keeping_full_resolution():
     assert grad(compose_on_input_grid(one_hot, case, src, pre)) > 1.5 * grad(restore(case.image[0], case.meta, "image"))
 
 
+# --------------------------------------------------------------- the fused volume guided by the segmentation (#31)
+def test_guide_moves_towards_the_rim_source_inside_the_region_only():
+    """``max``: fused + gain · s(region) · max(rim − fused, 0): unsmoothed, max(fused, rim) inside
+    the region at gain 1 (halfway at 0.5), the fused volume where the rim source is darker or
+    outside the region, zero outside the brain, never above the brighter input. ``add``: fused +
+    gain · s · rim, wherever rim is. Smoothed, what is added keeps its sum far from the edges, the
+    middle of a large region gets it all, and the blur reaches as far in millimetres along a
+    coarse axis as along a fine one (fewer voxels)."""
+    from m2cofs.inference.fusion_output import guide_fusion
+
+    shape = (40, 40, 20)
+    brain = np.zeros(shape, bool)
+    brain[2:-2, 2:-2, 2:-2] = True
+    region = np.zeros(shape, bool)
+    region[14:26, 14:26, 7:13] = True
+    rim = np.full(shape, 0.8, np.float32)
+    rim[:, 20:] = 0.1  # darker than the fused volume on this side
+    fused = np.full(shape, 0.3, np.float32)
+    bright, dark = region.copy(), region.copy()
+    bright[:, 20:], dark[:, :20] = False, False
+    added = guide_fusion(fused, region, rim, brain, (1, 1, 1), gain=0.5, sigma_mm=0, rule="add")
+    np.testing.assert_allclose(added[region], 0.3 + 0.5 * rim[region])
+    np.testing.assert_allclose(added[brain & ~region], 0.3)
+    sharp = guide_fusion(fused, region, rim, brain, (1, 1, 1), gain=1.0, sigma_mm=0, rule="max")
+    np.testing.assert_allclose(sharp[bright], 0.8)
+    np.testing.assert_allclose(sharp[dark], 0.3)
+    np.testing.assert_allclose(sharp[brain & ~region], 0.3)
+    assert np.all(sharp[~brain] == 0) and np.all(sharp <= np.maximum(fused, rim) + 1e-6)
+    half = guide_fusion(fused, region, rim, brain, (1, 1, 1), gain=0.5, sigma_mm=0, rule="max")
+    np.testing.assert_allclose(half[bright], 0.55)
+    rim[:] = 0.8
+    soft = guide_fusion(fused, region, rim, brain, (1, 1, 3), gain=1.0, sigma_mm=1.5, rule="max")
+    added = np.where(brain, soft - fused, 0)
+    assert added.sum() == pytest.approx(0.5 * region.sum(), rel=1e-3)
+    assert added[20, 20, 10] == pytest.approx(0.5, rel=1e-3)
+    fine, coarse = added[26:30, 20, 10], added[20, 20, 13:17]  # 0.5..3.5 mm past the edge (fine axis), 1.5..10.5 (coarse)
+    assert (fine > 0.003).sum() == 4 and (coarse > 0.003).sum() == 1
+
+
+def _guided_pair(guide="TC", modalities=("t1ce", "flair")):
+    """The same case predicted by a weights-head model without and with the guide."""
+    import dataclasses
+
+    from m2cofs.inference import predict_case
+
+    model = tiny_inference_model(extra=["model.fusion_head=weights", "model.fusion_weights=gains"], seed=3)
+    model.meta["modalities"] = list(modalities)
+    src = dataclasses.replace(_case(), modalities=list(modalities))
+    case = preprocess_case(src, PreprocessConfig())
+    plain = predict_case(model, case, source=src, postprocess=False, trust=False, threshold=0.6, fusion_guide="none")
+    guided = predict_case(model, case, source=src, postprocess=False, trust=False, threshold=0.6, fusion_guide=guide)
+    return model, src, case, plain, guided
+
+
+def test_predict_case_guides_the_fused_volume_by_its_own_tumour_core():
+    """The guided volume is the plain one plus T1ce (scaled as the model saw it) times the
+    smoothed predicted tumour core of the same pass (the default rule, add); the segmentation is
+    unchanged."""
+    from m2cofs.data.labels import labels_to_regions
+    from m2cofs.inference.fusion_output import guide_fusion
+
+    model, src, case, plain, guided = _guided_pair()
+    conv = model.convention
+    tc = labels_to_regions(plain.label, conv)[list(conv.regions).index("TC")] > 0
+    fg = foreground_mask(src.images)
+    assert 0 < (tc & fg).sum() < fg.sum()  # a region in the brain that is neither empty nor all of it
+    np.testing.assert_array_equal(guided.label, plain.label)
+    t1ce = apply_intensity_range(src.images[0], fg, case.meta.intensity_range[0], model.preprocessing)
+    expected = guide_fusion(plain.fused, tc, t1ce, fg, (1, 1, 1), 1.0, 1.5, "add")
+    np.testing.assert_allclose(guided.fused, expected, atol=1e-5)
+    assert np.abs(guided.fused - plain.fused).max() > 0.1
+    assert guided.info["fusion_guide"] == {"region": "TC", "applied": True, "rule": "add", "source": "t1ce", "gain": 1.0,
+                                           "sigma_mm": 1.5}
+    assert "fusion_guide" not in plain.info
+
+
+def test_the_guide_says_why_it_does_not_apply_and_changes_nothing():
+    """Without a T1ce among the sources the fused volume is the plain one, and the record says why."""
+    *_, plain, guided = _guided_pair(modalities=("t1", "flair"))
+    np.testing.assert_array_equal(guided.fused, plain.fused)
+    assert guided.info["fusion_guide"]["applied"] is False
+    assert "enhancing rim" in guided.info["fusion_guide"]["why"]
+
+
+def test_fusion_guide_setting_is_checked():
+    from m2cofs.config import load_config
+    from m2cofs.errors import M2CofsError
+    from m2cofs.inference import Predictor
+
+    with pytest.raises(M2CofsError, match="inference.fusion_guide"):
+        load_config("lite", overrides=["inference.fusion_guide=NCR"])
+    with pytest.raises(M2CofsError, match=r"inference.fusion_guide_gain: must be in \[0, 1\]"):
+        load_config("lite", overrides=["inference.fusion_guide_gain=1.5"])
+    with pytest.raises(ValueError, match="fusion_guide must be one of"):
+        Predictor(tiny_inference_model(), fusion_guide="NCR", log=None)
+
+
 # --------------------------------------------------------------- cases matched to the model (#19)
 def _reordered(case, order):
     """``case`` with its channels (and their names and intensity ranges) in ``order``."""

@@ -2,13 +2,13 @@
 on the held-out cases of ``results/cv19_fairpeer`` with that run's trained θU of every fold (no
 retraining), against the same θU without the guide and the classic rules of that run.
 
-Usage: python results/cv19_guide/measure.py RUN DATA OUT [--guide TC]
+Usage: python results/cv19_guide/measure.py RUN DATA OUT [--guide TC] [--rule add|max]
   RUN   the cv19_fairpeer compare folder (runs/cv19_fairpeer: its folds.json, fold*/m2cofs/unified.ckpt,
         fold*/eval/<method>/metrics.csv)
   DATA  ../shared/data
   OUT   where the guided predictions and evaluations go (OUT/fold*/pred, OUT/fold*/eval); a fold whose
         metrics.csv exists is not redone
-Writes table.md and per_case.csv beside this script.
+Writes table.md and per_case.csv to RULE/ beside this script.
 """
 
 from __future__ import annotations
@@ -33,13 +33,14 @@ COLS = ["retention/t1ce", "retention/flair", "retention/both", "volume/Q_MI", "v
 SAME = ["Dice/ET", "Dice/TC", "Dice/WT"]
 
 
-def run_fold(run: Path, data: Path, out: Path, fold: int, ids: list[str], guide: str) -> Path:
+def run_fold(run: Path, data: Path, out: Path, fold: int, ids: list[str], guide: str, rule: str) -> Path:
     pred, ev = out / f"fold{fold}" / "pred", out / f"fold{fold}" / "eval"
     if (ev / "metrics.csv").exists():
         return ev / "metrics.csv"
     py = [sys.executable, "-m", "m2cofs"]
     subprocess.run([*py, "predict", "--model", str(run / f"fold{fold}" / "m2cofs" / "unified.ckpt"), "--input", str(data),
-                    "--ids", ",".join(ids), "--out", str(pred), "--fusion-guide", guide, "--no-progress", "--no-preview",
+                    "--ids", ",".join(ids), "--out", str(pred), "--fusion-guide", guide, "--fusion-guide-rule", rule,
+                    "--no-progress", "--no-preview",
                     "--overwrite"], check=True)
     from m2cofs.evaluation import evaluate  # as m2cofs compare evaluates every method
 
@@ -63,18 +64,21 @@ def main() -> None:
     ap.add_argument("data", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--guide", default="TC")
+    ap.add_argument("--rule", default="add", choices=("add", "max"))
     a = ap.parse_args()
     folds = json.loads((a.run / "folds.json").read_text())["folds"]
     guided: dict[str, dict[str, float]] = {}
     for i, ids in enumerate(folds):
-        guided.update(read_metrics(run_fold(a.run, a.data, a.out, i, ids, a.guide)))
+        guided.update(read_metrics(run_fold(a.run, a.data, a.out, i, ids, a.guide, a.rule)))
         print(f"fold {i}: {len(ids)} case(s)", flush=True)
     others = {m: {} for m in OTHERS}
     for i in range(len(folds)):
         for m in OTHERS:
             others[m].update(read_metrics(a.run / f"fold{i}" / "eval" / m / "metrics.csv"))
     cases = sorted(guided)
-    name = f"θU, guide {a.guide}"
+    name = f"θU, guide {a.guide} ({a.rule})"
+    dest = HERE / a.rule
+    dest.mkdir(exist_ok=True)
     rows = {name: guided, **{OTHERS[m]: others[m] for m in OTHERS}}
     base, mean = others["m2cofs"], others["mean"]
     lines = [f"{len(cases)} held-out cases (the five folds of cv19_fairpeer); mean ± std; p: paired Wilcoxon of "
@@ -99,8 +103,8 @@ def main() -> None:
               "Segmentation is the same pass's: Dice "
               + ", ".join(f"{k.split('/')[1]} {np.mean([guided[c][k] for c in cases]):.3f} (no guide "
                           f"{np.mean([base[c][k] for c in cases]):.3f})" for k in SAME) + "."]
-    (HERE / "table.md").write_text("\n".join(lines) + "\n")
-    with open(HERE / "per_case.csv", "w", newline="") as fh:
+    (dest / "table.md").write_text("\n".join(lines) + "\n")
+    with open(dest / "per_case.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["case", "volume", *COLS])
         for label, per in rows.items():

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from m2cofs.commands._common import resample_arg
+from m2cofs.config import FUSION_GUIDE_RULES, FUSION_GUIDES
 from m2cofs.data.labels import CONVENTION_CHOICES
 from m2cofs.data.layouts import FORMATS
 
@@ -38,6 +39,13 @@ def add_parser(sub) -> None:
                         "inference.trunk); volume: encoders, F and the fusion head once per voxel and only the "
                         "segmentation head in windows: the fused volume 3-4x faster and without seams, but the "
                         "segmentation much worse (for fusion)")
+    p.add_argument("--fusion-guide", choices=FUSION_GUIDES, default=None,
+                   help="let T1ce guide the fused volume inside this region of the model's own segmentation, "
+                        "smoothed (none: no guide; default: the model's inference.fusion_guide)")
+    p.add_argument("--fusion-guide-rule", choices=FUSION_GUIDE_RULES, default=None,
+                   help="add: T1ce's rim on top of the fused volume (keeps both lesion contrasts; the paper's edge "
+                        "metrics fall); max: towards T1ce only where it is brighter (little change); default: the "
+                        "model's inference.fusion_guide_rule")
     p.add_argument("--no-trust-check", action="store_true",
                    help="skip the check of each case against the model's training data (saves the one extra, "
                         "mirrored pass of the segmentation; predict.json then has no trust signals)")
@@ -59,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
 
     predictor = Predictor(args.model, device=args.device, labels=args.labels, postprocess=args.postprocess,
                           detail_transfer=args.detail_transfer, trunk=args.trunk, progress=not args.no_progress,
-                          trust=not args.no_trust_check,
+                          trust=not args.no_trust_check, fusion_guide=args.fusion_guide,
+                          fusion_guide_rule=args.fusion_guide_rule,
                           **({"max_voxels": args.max_voxels} if args.max_voxels else {}))
     predictor.predict_folder(args.input, args.out, format=args.format,
                              ids=[i.strip() for i in args.ids.split(",")] if args.ids else None,

@@ -17,7 +17,8 @@ from m2cofs.data.labels import LabelConvention, labels_to_regions, regions_to_la
 from m2cofs.data.loading import Case
 from m2cofs.data.preprocess import PreparedCase, restore
 from m2cofs.errors import M2CofsError
-from m2cofs.inference.fusion_output import compose_on_input_grid, detail_transfer_wanted, transfer_detail
+from m2cofs.inference.fusion_output import (compose_on_input_grid, detail_transfer_wanted, guide_fusion, rim_source,
+                                           transfer_detail)
 from m2cofs.inference.loading import LoadedModel
 from m2cofs.inference.postprocess import postprocess_regions, prob_to_regions
 
@@ -135,11 +136,36 @@ def read_source(case: PreparedCase) -> tuple[Case | None, str]:
     return source, ""
 
 
+def _guided(model: LoadedModel, fused: np.ndarray, label: np.ndarray | None, conv: LabelConvention,
+            case: PreparedCase, source: Case | None, guide: str, rule: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """``fused`` guided by the predicted ``guide`` region (:func:`guide_fusion`), and what was
+    done; unchanged, with the reason, where the guide cannot apply."""
+    inf = model.config.inference
+    rim = rim_source(model.modalities)
+    why = ("the model segments nothing" if label is None
+           else f"the labels ({conv.name}) have no {guide} region" if guide not in conv.regions
+           else "no source shows the enhancing rim (T1ce)" if rim is None
+           else "the sources at full resolution were not available" if source is None else None)
+    if why is not None:
+        return fused, {"region": guide, "applied": False, "why": why}
+    from m2cofs.data.loading import foreground_mask
+    from m2cofs.data.preprocess import apply_intensity_range
+
+    region = labels_to_regions(label, conv)[list(conv.regions).index(guide)] > 0
+    brain = foreground_mask(source.images, source.mask)
+    scaled = apply_intensity_range(source.images[rim], brain, case.meta.intensity_range[rim], model.preprocessing)
+    spacing = np.sqrt((np.array(case.meta.original_affine)[:3, :3] ** 2).sum(0))
+    fused = guide_fusion(fused, region, scaled, brain, spacing, inf.fusion_guide_gain, inf.fusion_guide_sigma_mm, rule)
+    return fused, {"region": guide, "applied": True, "rule": rule, "source": model.modalities[rim],
+                   "gain": inf.fusion_guide_gain, "sigma_mm": inf.fusion_guide_sigma_mm}
+
+
 def predict_case(model: LoadedModel, case: PreparedCase, out_convention: LabelConvention | None = None,
                  device: str | torch.device = "cpu", postprocess: bool | None = None,
                  source: Case | None = None, detail_transfer: str | None = None,
                  trunk: str | None = None, overlap: float | None = None, sw_batch_size: int | None = None,
-                 threshold: float = 0.5, trust: bool = True) -> CasePrediction:
+                 threshold: float = 0.5, trust: bool = True, fusion_guide: str | None = None,
+                 fusion_guide_rule: str | None = None) -> CasePrediction:
     """Predict one preprocessed case and bring the results back to its original grid.
 
     ``source`` (the case as loaded, before preprocessing): with a ``weights`` fusion head the
@@ -153,7 +179,11 @@ def predict_case(model: LoadedModel, case: PreparedCase, out_convention: LabelCo
     ``threshold`` on the region probabilities (:func:`prob_to_regions`). The case is first matched to the
     model's modalities and preprocessing (:func:`match_case_to_model`; notes in ``info["notes"]``).
     ``trust``: check whether the case looks like the model's training data (one extra, mirrored pass
-    of the segmentation; :mod:`m2cofs.inference.trust`), in ``info["trust"]``."""
+    of the segmentation; :mod:`m2cofs.inference.trust`), in ``info["trust"]``. ``fusion_guide``
+    (default: the model's ``inference.fusion_guide``): ``none``, or the region (``ET``, ``TC``,
+    ``WT``) of this pass's own segmentation inside which the rim source guides the fused volume,
+    by ``fusion_guide_rule`` (``add`` or ``max``; default: the model's) (:func:`guide_fusion`;
+    what was done, or why not, in ``info["fusion_guide"]``)."""
     t0 = time.time()
     case, source, notes = match_case_to_model(model, case, source)
     conv = out_convention or model.convention
@@ -200,4 +230,8 @@ def predict_case(model: LoadedModel, case: PreparedCase, out_convention: LabelCo
         label = regions_to_labels(regions, conv)  # binary uint8 masks decode as their float copies would
         info["postprocess"] = bool(do_pp)
         info["region_voxels"] = dict(zip(conv.regions, labels_to_regions(label, conv).reshape(len(conv.regions), -1).sum(1).tolist()))
+    guide = fusion_guide or model.config.inference.fusion_guide
+    if fused is not None and guide != "none":
+        fused, info["fusion_guide"] = _guided(model, fused, label, conv, case, source, guide,
+                                              fusion_guide_rule or model.config.inference.fusion_guide_rule)
     return CasePrediction(case.id, fused, label, time.time() - t0, info)

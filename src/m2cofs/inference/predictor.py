@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from m2cofs.config import FUSION_GUIDE_RULES, FUSION_GUIDES
 from m2cofs.data.labels import NAMING_CONVENTIONS, LabelConvention, get_convention, output_convention
 from m2cofs.data.loading import Case
 from m2cofs.data.preprocess import PreparedCase
@@ -93,14 +94,18 @@ class Predictor:
     ``sw_batch_size`` of the sliding window (default for each: the model's ``inference``
     setting); ``threshold`` on the region probabilities. ``trust``: check each case against the
     model's training data (:mod:`m2cofs.inference.trust`; a warning for a case that looks out of
-    domain, the signals in ``predict.json``).
+    domain, the signals in ``predict.json``). ``fusion_guide``: ``none`` or the predicted region
+    (``ET``, ``TC``, ``WT``) inside which T1ce guides the fused volume, by ``fusion_guide_rule``
+    (``add``, ``max``) (defaults: the model's ``inference`` settings;
+    :func:`~m2cofs.inference.fusion_output.guide_fusion`).
     """
 
     def __init__(self, model: LoadedModel | str | Path | None = None, *, device: str | torch.device = "auto",
                  labels: str | LabelConvention | None = None, postprocess: bool | None = None,
                  detail_transfer: str | None = None, trunk: str | None = None, overlap: float | None = None,
                  sw_batch_size: int | None = None, threshold: float = 0.5, progress: bool = True,
-                 log: Log | None = print_log, max_voxels: int = DEFAULT_MAX_VOXELS, trust: bool = True):
+                 log: Log | None = print_log, max_voxels: int = DEFAULT_MAX_VOXELS, trust: bool = True,
+                 fusion_guide: str | None = None, fusion_guide_rule: str | None = None):
         self.log: Log = log or _quiet
         self.progress = progress
         self.device = resolve_device(device)
@@ -117,11 +122,14 @@ class Predictor:
         self.postprocess = postprocess
         self.detail_transfer = detail_transfer or inf.detail_transfer
         self.trunk = trunk or inf.trunk
+        self.fusion_guide = fusion_guide or inf.fusion_guide
+        self.fusion_guide_rule = fusion_guide_rule or inf.fusion_guide_rule
         self.overlap, self.sw_batch_size, self.threshold = overlap, sw_batch_size, threshold
         self.max_voxels = max_voxels
         self.trust = trust
         for name, value, ok in (("detail_transfer", detail_transfer, ("auto", "on", "off")),
-                                ("trunk", trunk, ("window", "volume"))):
+                                ("trunk", trunk, ("window", "volume")), ("fusion_guide", fusion_guide, FUSION_GUIDES),
+                                ("fusion_guide_rule", fusion_guide_rule, FUSION_GUIDE_RULES)):
             if value is not None and value not in ok:
                 raise ValueError(f"{name} must be one of {', '.join(ok)}, not {value!r}")
         if overlap is not None and not 0 <= overlap < 1:
@@ -170,7 +178,8 @@ class Predictor:
 
         return inference.predict_case(self.model, case, convention or self.convention, self.device, self.postprocess,
                                       source=source, detail_transfer=self.detail_transfer, trunk=self.trunk, overlap=self.overlap,
-                                      sw_batch_size=self.sw_batch_size, threshold=self.threshold, trust=self.trust)
+                                      sw_batch_size=self.sw_batch_size, threshold=self.threshold, trust=self.trust,
+                                      fusion_guide=self.fusion_guide, fusion_guide_rule=self.fusion_guide_rule)
 
     def case_summary(self, case: PreparedCase) -> tuple[str, list[str]]:
         """What is said of a case before it runs: a line with its voxels, the model grid and the
