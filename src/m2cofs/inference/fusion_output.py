@@ -70,8 +70,6 @@ def compose_on_input_grid(weights: np.ndarray, case: PreparedCase, source: Case,
     return fused
 
 
-
-
 def rim_source(modalities) -> int | None:
     """The index of the source whose lesion contrast is the enhancing rim (T1ce), or ``None``."""
     from m2cofs.losses import RIM_SOURCES
