@@ -102,6 +102,11 @@ class CaseMeta:
     label_convention: str = ""  # the convention of the case's label values ("" when not known)
     preprocessing: dict[str, Any] = field(default_factory=dict)  # the PreprocessConfig it was made with
 
+    @property
+    def original_spacing(self) -> np.ndarray:
+        """The voxel size (mm) along each axis of the original grid, from its affine."""
+        return np.sqrt((np.array(self.original_affine)[:3, :3] ** 2).sum(0))
+
     def to_json(self) -> str:
         d = asdict(self)
         d["header"] = self.header.hex()

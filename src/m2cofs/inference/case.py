@@ -154,7 +154,7 @@ def _guided(model: LoadedModel, fused: np.ndarray, label: np.ndarray | None, con
     region = labels_to_regions(label, conv)[list(conv.regions).index(guide)] > 0
     brain = foreground_mask(source.images, source.mask)
     scaled = apply_intensity_range(source.images[rim], brain, case.meta.intensity_range[rim], model.preprocessing)
-    spacing = np.sqrt((np.array(case.meta.original_affine)[:3, :3] ** 2).sum(0))
+    spacing = case.meta.original_spacing
     fused = guide_fusion(fused, region, scaled, brain, spacing, inf.fusion_guide_gain, inf.fusion_guide_sigma_mm, rule)
     return fused, {"region": guide, "applied": True, "rule": rule, "source": model.modalities[rim],
                    "gain": inf.fusion_guide_gain, "sigma_mm": inf.fusion_guide_sigma_mm}
@@ -224,7 +224,7 @@ def predict_case(model: LoadedModel, case: PreparedCase, out_convention: LabelCo
         inf = model.config.inference
         do_pp = inf.postprocess if postprocess is None else postprocess
         if do_pp:
-            spacing = np.sqrt((np.array(case.meta.original_affine)[:3, :3] ** 2).sum(0))
+            spacing = case.meta.original_spacing
             regions = postprocess_regions(regions, conv, spacing, inf.min_component_mm3, inf.keep_largest_wt,
                                           inf.wt_keep_fraction, inf.wt_select, inf.min_core_mm3, inf.et_min_mm3)
         label = regions_to_labels(regions, conv)  # binary uint8 masks decode as their float copies would

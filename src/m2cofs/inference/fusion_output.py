@@ -18,7 +18,7 @@ def detail_transfer_wanted(setting: str, case: PreparedCase) -> bool:
     scans), where the fused volume would otherwise be an upsampled, blurred one."""
     if setting in ("on", "off"):
         return setting == "on"
-    original = np.sqrt((np.array(case.meta.original_affine)[:3, :3] ** 2).sum(0))
+    original = case.meta.original_spacing
     if case.meta.ornt:  # the original axes in the model grid's (canonical) order
         original = original[np.argsort(np.array(case.meta.ornt)[:, 0])]
     return bool(np.max(np.array(case.meta.spacing) / original.clip(1e-6)) > 1.25)

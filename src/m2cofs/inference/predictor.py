@@ -185,7 +185,7 @@ class Predictor:
         """What is said of a case before it runs: a line with its voxels, the model grid and the
         windows, and notes (a voxel size far from the ~1 mm the bundled and trained models saw)."""
         model = self.model
-        vox = np.sqrt((np.array(case.meta.original_affine)[:3, :3] ** 2).sum(0))
+        vox = case.meta.original_spacing
         grid = model.meta.get("preprocessing", {}).get("spacing")
         patch = list(model.config.data.patch_size)
         overlap = model.config.inference.overlap if self.overlap is None else self.overlap
