@@ -202,6 +202,14 @@ def test_out_naming_a_dangling_symlink_is_one_line(tmp_path, capsys, model, comm
     assert not (tmp_path / "nowhere").exists()
 
 
+def test_a_guide_gain_out_of_range_is_refused_before_anything_is_read(tmp_path, capsys, model):
+    data = tmp_path / "data"
+    make_case(data, "a")
+    assert _predict(model, data, tmp_path / "out", "--fusion-guide", "TC", "--fusion-guide-gain", "9") == 2
+    assert "--fusion-guide-gain must be in [0, 4], not 9" in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_case_whose_id_is_predict_json_is_refused(tmp_path, capsys, model):
     data = tmp_path / "data"
     make_case(data, "predict.json")

@@ -144,7 +144,38 @@ def test_guide_moves_towards_the_rim_source_inside_the_region_only():
     assert (fine > 0.003).sum() == 4 and (coarse > 0.003).sum() == 1
 
 
-def _guided_pair(guide="TC", modalities=("t1ce", "flair")):
+def test_enhance_adds_only_what_enhances_above_the_regions_median():
+    """``enhance``: fused + gain · s · max(rim − median of rim in the region, 0). With the region's
+    T1ce 40 % at 0.1, 20 % at 0.5 and 40 % at 0.9 (median 0.5), sharp: + gain · 0.4 where it is 0.9,
+    nothing where it is 0.5 or 0.1, nothing outside the region (T1ce bright there too) or the
+    brain; a region under GUIDE_MIN_VOXELS voxels in the brain adds nothing; gains above 1 scale it."""
+    from m2cofs.inference.fusion_output import GUIDE_MIN_VOXELS, guide_fusion
+
+    shape = (30, 30, 10)
+    brain = np.zeros(shape, bool)
+    brain[1:-1, 1:-1, 1:-1] = True
+    region = np.zeros(shape, bool)
+    region[5:25, 10:20, 3:7] = True  # 20 x 10 x 4 = 800 voxels
+    rim = np.full(shape, 0.95, np.float32)  # bright outside the region: no median of its own there
+    rim[5:13, 10:20, 3:7] = 0.1
+    rim[13:17, 10:20, 3:7] = 0.5
+    rim[17:25, 10:20, 3:7] = 0.9
+    fused = np.full(shape, 0.4, np.float32)
+    out = guide_fusion(fused, region, rim, brain, (1, 1, 1), gain=1.0, sigma_mm=0, rule="enhance")
+    np.testing.assert_allclose(out[17:25, 10:20, 3:7], 0.8, atol=1e-6)
+    np.testing.assert_allclose(out[5:17, 10:20, 3:7], 0.4)
+    np.testing.assert_allclose(out[brain & ~region], 0.4)
+    assert np.all(out[~brain] == 0)
+    twice = guide_fusion(fused, region, rim, brain, (1, 1, 1), gain=2.5, sigma_mm=0, rule="enhance")
+    np.testing.assert_allclose(twice[17:25, 10:20, 3:7], 0.4 + 2.5 * 0.4, atol=1e-6)
+    tiny = np.zeros(shape, bool)
+    tiny[17:17 + GUIDE_MIN_VOXELS // 10 - 1, 10:20, 4] = True
+    np.testing.assert_array_equal(guide_fusion(fused, tiny, rim, brain, (1, 1, 1), 1.0, 0, "enhance")[brain], fused[brain])
+    with pytest.raises(ValueError, match="unknown guide rule"):
+        guide_fusion(fused, region, rim, brain, (1, 1, 1), 1.0, 0, "paint")
+
+
+def _guided_pair(guide="TC", modalities=("t1ce", "flair"), **guide_options):
     """The same case predicted by a weights-head model without and with the guide."""
     import dataclasses
 
@@ -155,7 +186,8 @@ def _guided_pair(guide="TC", modalities=("t1ce", "flair")):
     src = dataclasses.replace(_case(), modalities=list(modalities))
     case = preprocess_case(src, PreprocessConfig())
     plain = predict_case(model, case, source=src, postprocess=False, trust=False, threshold=0.6, fusion_guide="none")
-    guided = predict_case(model, case, source=src, postprocess=False, trust=False, threshold=0.6, fusion_guide=guide)
+    guided = predict_case(model, case, source=src, postprocess=False, trust=False, threshold=0.6, fusion_guide=guide,
+                          **guide_options)
     return model, src, case, plain, guided
 
 
@@ -181,6 +213,22 @@ def test_predict_case_guides_the_fused_volume_by_its_own_tumour_core():
     assert "fusion_guide" not in plain.info
 
 
+def test_predict_case_takes_the_rule_and_gain_it_is_given():
+    """``enhance`` at gain 2 through predict_case is guide_fusion's on the same pass's core."""
+    from m2cofs.data.labels import labels_to_regions
+    from m2cofs.inference.fusion_output import guide_fusion
+
+    model, src, case, plain, guided = _guided_pair(fusion_guide_rule="enhance", fusion_guide_gain=2.0)
+    conv = model.convention
+    tc = labels_to_regions(plain.label, conv)[list(conv.regions).index("TC")] > 0
+    fg = foreground_mask(src.images)
+    t1ce = apply_intensity_range(src.images[0], fg, case.meta.intensity_range[0], model.preprocessing)
+    expected = guide_fusion(plain.fused, tc, t1ce, fg, (1, 1, 1), 2.0, 1.5, "enhance")
+    np.testing.assert_allclose(guided.fused, expected, atol=1e-5)
+    assert np.abs(guided.fused - plain.fused).max() > 0.05
+    assert guided.info["fusion_guide"]["rule"] == "enhance" and guided.info["fusion_guide"]["gain"] == 2.0
+
+
 def test_the_guide_says_why_it_does_not_apply_and_changes_nothing():
     """Without a T1ce among the sources the fused volume is the plain one, and the record says why."""
     *_, plain, guided = _guided_pair(modalities=("t1", "flair"))
@@ -196,10 +244,15 @@ def test_fusion_guide_setting_is_checked():
 
     with pytest.raises(M2CofsError, match="inference.fusion_guide"):
         load_config("lite", overrides=["inference.fusion_guide=NCR"])
-    with pytest.raises(M2CofsError, match=r"inference.fusion_guide_gain: must be in \[0, 1\]"):
-        load_config("lite", overrides=["inference.fusion_guide_gain=1.5"])
+    with pytest.raises(M2CofsError, match=r"inference.fusion_guide_gain: must be in \[0, 4\]"):
+        load_config("lite", overrides=["inference.fusion_guide_gain=4.5"])
+    assert load_config("lite", overrides=["inference.fusion_guide_gain=2"]).inference.fusion_guide_gain == 2
+    with pytest.raises(M2CofsError, match="inference.fusion_guide_rule: must be one of add, max, enhance"):
+        load_config("lite", overrides=["inference.fusion_guide_rule=swap"])
     with pytest.raises(ValueError, match="fusion_guide must be one of"):
         Predictor(tiny_inference_model(), fusion_guide="NCR", log=None)
+    with pytest.raises(ValueError, match=r"fusion_guide_gain must be in \[0, 4\]"):
+        Predictor(tiny_inference_model(), fusion_guide_gain=-1, log=None)
 
 
 # --------------------------------------------------------------- cases matched to the model (#19)

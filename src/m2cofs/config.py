@@ -79,7 +79,9 @@ class TrainConfig:
 #: inference.fusion_guide: no guide, or the predicted region that guides the fused volume
 FUSION_GUIDES = ("none", "ET", "TC", "WT")
 #: inference.fusion_guide_rule: how the guide moves the fused volume towards the rim source
-FUSION_GUIDE_RULES = ("add", "max")
+FUSION_GUIDE_RULES = ("add", "max", "enhance")
+#: the largest inference.fusion_guide_gain
+FUSION_GUIDE_MAX_GAIN = 4.0
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,8 @@ class InferenceConfig:
     min_core_mm3: float = 200.0  # wt_select core: a component holds a core when its TC is at least this large
     et_min_mm3: float = 0.0  # > 0: enhancing tumour smaller than this in all is called non-enhancing core instead (ET → TC)
     fusion_guide: str = "none"  # none | ET | TC | WT: the rim source (T1ce) guides the fused volume inside the model's own predicted region, smoothed (inference.fusion_output.guide_fusion; results/cv19_guide)
-    fusion_guide_rule: str = "add"  # add: + gain · s · T1ce (both contrasts kept; the paper's edge metrics fall) | max: towards T1ce where brighter
-    fusion_guide_gain: float = 1.0  # in [0, 1]
+    fusion_guide_rule: str = "add"  # add: + gain · s · T1ce (both contrasts kept; the paper's edge metrics fall) | max: towards T1ce where brighter | enhance: + gain · s · T1ce's excess over the region's median
+    fusion_guide_gain: float = 1.0  # in [0, FUSION_GUIDE_MAX_GAIN]
     fusion_guide_sigma_mm: float = 1.5
 
 
@@ -252,8 +254,8 @@ def _check_ranges(cfg: Config, source: str) -> None:
     need(i.wt_select in ("largest", "core"), "inference.wt_select", "must be largest or core")
     need(i.min_core_mm3 >= 0 and i.et_min_mm3 >= 0, "inference.min_core_mm3", "and inference.et_min_mm3 must be >= 0")
     need(i.fusion_guide in FUSION_GUIDES, "inference.fusion_guide", f"must be one of {', '.join(FUSION_GUIDES)}")
-    need(i.fusion_guide_rule in FUSION_GUIDE_RULES, "inference.fusion_guide_rule", f"must be {' or '.join(FUSION_GUIDE_RULES)}")
-    need(0 <= i.fusion_guide_gain <= 1, "inference.fusion_guide_gain", "must be in [0, 1]")
+    need(i.fusion_guide_rule in FUSION_GUIDE_RULES, "inference.fusion_guide_rule", f"must be one of {', '.join(FUSION_GUIDE_RULES)}")
+    need(0 <= i.fusion_guide_gain <= FUSION_GUIDE_MAX_GAIN, "inference.fusion_guide_gain", f"must be in [0, {FUSION_GUIDE_MAX_GAIN:g}]")
     need(i.fusion_guide_sigma_mm >= 0, "inference.fusion_guide_sigma_mm", "must be >= 0")
 
 

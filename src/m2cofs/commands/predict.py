@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from m2cofs.commands._common import resample_arg
-from m2cofs.config import FUSION_GUIDE_RULES, FUSION_GUIDES
+from m2cofs.config import FUSION_GUIDE_MAX_GAIN, FUSION_GUIDE_RULES, FUSION_GUIDES
 from m2cofs.data.labels import CONVENTION_CHOICES
 from m2cofs.data.layouts import FORMATS
 
@@ -43,9 +43,13 @@ def add_parser(sub) -> None:
                    help="let T1ce guide the fused volume inside this region of the model's own segmentation, "
                         "smoothed (none: no guide; default: the model's inference.fusion_guide)")
     p.add_argument("--fusion-guide-rule", choices=FUSION_GUIDE_RULES, default=None,
-                   help="add: T1ce's rim on top of the fused volume (keeps both lesion contrasts; the paper's edge "
-                        "metrics fall); max: towards T1ce only where it is brighter (little change); default: the "
-                        "model's inference.fusion_guide_rule")
+                   help="add: T1ce on top of the fused volume (keeps both lesion contrasts; the paper's edge "
+                        "metrics fall); max: towards T1ce only where it is brighter (little change); enhance: only "
+                        "T1ce's excess over the region's median, the rim (the same contrasts for less range); "
+                        "default: the model's inference.fusion_guide_rule")
+    p.add_argument("--fusion-guide-gain", type=float, default=None, metavar="G",
+                   help=f"how much of T1ce the guide adds, in [0, {FUSION_GUIDE_MAX_GAIN:g}] (default: the model's "
+                        "inference.fusion_guide_gain)")
     p.add_argument("--no-trust-check", action="store_true",
                    help="skip the check of each case against the model's training data (saves the one extra, "
                         "mirrored pass of the segmentation; predict.json then has no trust signals)")
@@ -68,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor(args.model, device=args.device, labels=args.labels, postprocess=args.postprocess,
                           detail_transfer=args.detail_transfer, trunk=args.trunk, progress=not args.no_progress,
                           trust=not args.no_trust_check, fusion_guide=args.fusion_guide,
-                          fusion_guide_rule=args.fusion_guide_rule,
+                          fusion_guide_rule=args.fusion_guide_rule, fusion_guide_gain=args.fusion_guide_gain,
                           **({"max_voxels": args.max_voxels} if args.max_voxels else {}))
     predictor.predict_folder(args.input, args.out, format=args.format,
                              ids=[i.strip() for i in args.ids.split(",")] if args.ids else None,
@@ -79,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
 
 def check_before_loading(args: argparse.Namespace) -> None:
     """What can be refused without torch, in well under a second (as ``data check``): an output
-    folder inside the input, a model file that is not one (or a wrong name), an input path
+    folder inside the input, a guide gain out of range, a model file that is not one (or a wrong name), an input path
     without cases, cases without the model's modalities. ``Predictor`` checks them all again."""
     from m2cofs.bundled import resolve_model
     from m2cofs.checkpoint import check_model_metadata, read_sidecar, resolve_model_file
@@ -89,6 +93,9 @@ def check_before_loading(args: argparse.Namespace) -> None:
     from m2cofs.io import is_inside
 
     out, data = Path(args.out), Path(args.input)
+    gain = getattr(args, "fusion_guide_gain", None)
+    if gain is not None and not 0 <= gain <= FUSION_GUIDE_MAX_GAIN:
+        raise M2CofsError(f"--fusion-guide-gain must be in [0, {FUSION_GUIDE_MAX_GAIN:g}], not {gain:g}")
     if not data.exists():
         raise M2CofsError("no such file or folder", data)
     root = data if data.is_dir() else data.parent  # as training.run_folder.check_output_folder (torch-free here)

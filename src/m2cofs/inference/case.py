@@ -137,7 +137,7 @@ def read_source(case: PreparedCase) -> tuple[Case | None, str]:
 
 
 def _guided(model: LoadedModel, fused: np.ndarray, label: np.ndarray | None, conv: LabelConvention,
-            case: PreparedCase, source: Case | None, guide: str, rule: str) -> tuple[np.ndarray, dict[str, Any]]:
+            case: PreparedCase, source: Case | None, guide: str, rule: str, gain: float) -> tuple[np.ndarray, dict[str, Any]]:
     """``fused`` guided by the predicted ``guide`` region (:func:`guide_fusion`), and what was
     done; unchanged, with the reason, where the guide cannot apply."""
     inf = model.config.inference
@@ -155,9 +155,9 @@ def _guided(model: LoadedModel, fused: np.ndarray, label: np.ndarray | None, con
     brain = foreground_mask(source.images, source.mask)
     scaled = apply_intensity_range(source.images[rim], brain, case.meta.intensity_range[rim], model.preprocessing)
     spacing = case.meta.original_spacing
-    fused = guide_fusion(fused, region, scaled, brain, spacing, inf.fusion_guide_gain, inf.fusion_guide_sigma_mm, rule)
+    fused = guide_fusion(fused, region, scaled, brain, spacing, gain, inf.fusion_guide_sigma_mm, rule)
     return fused, {"region": guide, "applied": True, "rule": rule, "source": model.modalities[rim],
-                   "gain": inf.fusion_guide_gain, "sigma_mm": inf.fusion_guide_sigma_mm}
+                   "gain": gain, "sigma_mm": inf.fusion_guide_sigma_mm}
 
 
 def predict_case(model: LoadedModel, case: PreparedCase, out_convention: LabelConvention | None = None,
@@ -165,7 +165,7 @@ def predict_case(model: LoadedModel, case: PreparedCase, out_convention: LabelCo
                  source: Case | None = None, detail_transfer: str | None = None,
                  trunk: str | None = None, overlap: float | None = None, sw_batch_size: int | None = None,
                  threshold: float = 0.5, trust: bool = True, fusion_guide: str | None = None,
-                 fusion_guide_rule: str | None = None) -> CasePrediction:
+                 fusion_guide_rule: str | None = None, fusion_guide_gain: float | None = None) -> CasePrediction:
     """Predict one preprocessed case and bring the results back to its original grid.
 
     ``source`` (the case as loaded, before preprocessing): with a ``weights`` fusion head the
@@ -182,8 +182,8 @@ def predict_case(model: LoadedModel, case: PreparedCase, out_convention: LabelCo
     of the segmentation; :mod:`m2cofs.inference.trust`), in ``info["trust"]``. ``fusion_guide``
     (default: the model's ``inference.fusion_guide``): ``none``, or the region (``ET``, ``TC``,
     ``WT``) of this pass's own segmentation inside which the rim source guides the fused volume,
-    by ``fusion_guide_rule`` (``add`` or ``max``; default: the model's) (:func:`guide_fusion`;
-    what was done, or why not, in ``info["fusion_guide"]``)."""
+    by ``fusion_guide_rule`` (``add``, ``max`` or ``enhance``) with ``fusion_guide_gain`` (defaults:
+    the model's) (:func:`guide_fusion`; what was done, or why not, in ``info["fusion_guide"]``)."""
     t0 = time.time()
     case, source, notes = match_case_to_model(model, case, source)
     conv = out_convention or model.convention
@@ -233,5 +233,7 @@ def predict_case(model: LoadedModel, case: PreparedCase, out_convention: LabelCo
     guide = fusion_guide or model.config.inference.fusion_guide
     if fused is not None and guide != "none":
         fused, info["fusion_guide"] = _guided(model, fused, label, conv, case, source, guide,
-                                              fusion_guide_rule or model.config.inference.fusion_guide_rule)
+                                              fusion_guide_rule or model.config.inference.fusion_guide_rule,
+                                              model.config.inference.fusion_guide_gain if fusion_guide_gain is None
+                                              else fusion_guide_gain)
     return CasePrediction(case.id, fused, label, time.time() - t0, info)

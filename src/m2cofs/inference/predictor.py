@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from m2cofs.config import FUSION_GUIDE_RULES, FUSION_GUIDES
+from m2cofs.config import FUSION_GUIDE_MAX_GAIN, FUSION_GUIDE_RULES, FUSION_GUIDES
 from m2cofs.data.labels import NAMING_CONVENTIONS, LabelConvention, get_convention, output_convention
 from m2cofs.data.loading import Case
 from m2cofs.data.preprocess import PreparedCase
@@ -96,7 +96,8 @@ class Predictor:
     model's training data (:mod:`m2cofs.inference.trust`; a warning for a case that looks out of
     domain, the signals in ``predict.json``). ``fusion_guide``: ``none`` or the predicted region
     (``ET``, ``TC``, ``WT``) inside which T1ce guides the fused volume, by ``fusion_guide_rule``
-    (``add``, ``max``) (defaults: the model's ``inference`` settings;
+    (``add``, ``max``, ``enhance``) with ``fusion_guide_gain`` (in [0, 4]) (defaults: the model's
+    ``inference`` settings;
     :func:`~m2cofs.inference.fusion_output.guide_fusion`).
     """
 
@@ -105,7 +106,8 @@ class Predictor:
                  detail_transfer: str | None = None, trunk: str | None = None, overlap: float | None = None,
                  sw_batch_size: int | None = None, threshold: float = 0.5, progress: bool = True,
                  log: Log | None = print_log, max_voxels: int = DEFAULT_MAX_VOXELS, trust: bool = True,
-                 fusion_guide: str | None = None, fusion_guide_rule: str | None = None):
+                 fusion_guide: str | None = None, fusion_guide_rule: str | None = None,
+                 fusion_guide_gain: float | None = None):
         self.log: Log = log or _quiet
         self.progress = progress
         self.device = resolve_device(device)
@@ -124,6 +126,7 @@ class Predictor:
         self.trunk = trunk or inf.trunk
         self.fusion_guide = fusion_guide or inf.fusion_guide
         self.fusion_guide_rule = fusion_guide_rule or inf.fusion_guide_rule
+        self.fusion_guide_gain = inf.fusion_guide_gain if fusion_guide_gain is None else float(fusion_guide_gain)
         self.overlap, self.sw_batch_size, self.threshold = overlap, sw_batch_size, threshold
         self.max_voxels = max_voxels
         self.trust = trust
@@ -132,6 +135,8 @@ class Predictor:
                                 ("fusion_guide_rule", fusion_guide_rule, FUSION_GUIDE_RULES)):
             if value is not None and value not in ok:
                 raise ValueError(f"{name} must be one of {', '.join(ok)}, not {value!r}")
+        if not 0 <= self.fusion_guide_gain <= FUSION_GUIDE_MAX_GAIN:
+            raise ValueError(f"fusion_guide_gain must be in [0, {FUSION_GUIDE_MAX_GAIN:g}], not {fusion_guide_gain!r}")
         if overlap is not None and not 0 <= overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), not {overlap!r}")
         if not 0 < threshold < 1:
@@ -179,7 +184,8 @@ class Predictor:
         return inference.predict_case(self.model, case, convention or self.convention, self.device, self.postprocess,
                                       source=source, detail_transfer=self.detail_transfer, trunk=self.trunk, overlap=self.overlap,
                                       sw_batch_size=self.sw_batch_size, threshold=self.threshold, trust=self.trust,
-                                      fusion_guide=self.fusion_guide, fusion_guide_rule=self.fusion_guide_rule)
+                                      fusion_guide=self.fusion_guide, fusion_guide_rule=self.fusion_guide_rule,
+                                      fusion_guide_gain=self.fusion_guide_gain)
 
     def case_summary(self, case: PreparedCase) -> tuple[str, list[str]]:
         """What is said of a case before it runs: a line with its voxels, the model grid and the
