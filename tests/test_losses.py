@@ -76,6 +76,31 @@ def test_fusion_loss_structure_term_rewards_keeping_both_sources():
     assert "ssim" not in FusionLoss(alpha=0.1)(a, sources)[1]
 
 
+@pytest.mark.parametrize("n_sources, shape", [(2, (20, 18, 12)), (3, (9, 16, 24))])
+def test_structure_loss_is_monais_ssim_in_value_and_gradient(n_sources, shape):
+    """structure_loss = Σ_i monai.losses.SSIMLoss(3, data_range=1, win_size=7)(Ŷ, X_i), batch of 2,
+    on random volumes and on a blend of the sources, to float precision; and its gradient with
+    respect to Ŷ equals the one autograd gives MONAI's."""
+    from monai.losses import SSIMLoss
+
+    from m2cofs.losses import structure_loss
+
+    g = torch.Generator().manual_seed(n_sources)
+    sources = torch.rand(2, n_sources, *shape, generator=g)
+    monai_ssim = SSIMLoss(spatial_dims=3, data_range=1.0, win_size=7)
+    for fused in (torch.rand(2, 1, *shape, generator=g), sources.mean(1, keepdim=True) ** 2):
+        fused = fused.clone().requires_grad_(True)
+        ours = structure_loss(fused, sources)
+        (g_ours,) = torch.autograd.grad(ours, fused)
+        ref = sum(monai_ssim(fused, sources[:, i: i + 1]) for i in range(n_sources))
+        (g_ref,) = torch.autograd.grad(ref, fused)
+        assert float(ours) == pytest.approx(float(ref), rel=1e-5, abs=1e-6)
+        torch.testing.assert_close(g_ours, g_ref, rtol=1e-4, atol=1e-4 * float(g_ref.abs().max()))  # float32 noise
+    assert float(structure_loss(sources[:, :1], sources[:, :1])) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="expected fused"):
+        structure_loss(sources, sources)
+
+
 def test_seg_loss_dice_per_sample():
     loss = make_seg_loss("dice")
     target = torch.zeros(2, 1, 4, 4, 4)
