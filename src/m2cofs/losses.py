@@ -154,7 +154,8 @@ class FusionLoss:
     :func:`retention_loss` (with labels, and sources and regions that have lesion contrasts).
 
     SSIM is MONAI's, on 3-D Gaussian windows of 7 voxels (σ 1.5) with data range 1 (the sources
-    are scaled to [0, 1]), computed separably (:func:`structure_loss`). Call it as ``loss(fused, sources[, target, has_label]) -> (loss, parts)``.
+    are scaled to [0, 1]), computed separably (:func:`structure_loss`). Call it as
+    ``loss(fused, sources[, target, has_label]) -> (loss, parts)``.
     """
 
     def __init__(self, alpha: float = 0.1, ssim: float = 0.0, retention: float = 0.0,

@@ -83,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
 
 def check_before_loading(args: argparse.Namespace) -> None:
     """What can be refused without torch, in well under a second (as ``data check``): an output
-    folder inside the input, a guide gain out of range, a model file that is not one (or a wrong name), an input path
-    without cases, cases without the model's modalities. ``Predictor`` checks them all again."""
+    folder inside the input, a guide gain out of range, a model file that is not one (or a wrong
+    name), an input path without cases, cases without the model's modalities. ``Predictor`` checks them all again."""
     from m2cofs.bundled import resolve_model
     from m2cofs.checkpoint import check_model_metadata, read_sidecar, resolve_model_file
     from m2cofs.data.conventions import check_cases_have
