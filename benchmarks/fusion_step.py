@@ -16,10 +16,14 @@ for scale. Random weights: the time of a step does not depend on their values.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import interleaved  # noqa: E402
+from common import med as median  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,15 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     fns = {"fusion step, MONAI SSIMLoss per source": stepper(fusion, monai_structure),
            "fusion step, structure_loss (separable)": stepper(fusion),
            "segmentation step (for scale)": stepper(seg)}
-    for f in fns.values():
-        f()  # warm-up
-    times = {k: [] for k in fns}
-    for _ in range(args.repeats):
-        for k, f in fns.items():
-            t = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = {k: median(v) for k, v in interleaved(fns, args.repeats).items()}  # one warm-up each
     ref = med["fusion step, MONAI SSIMLoss per source"]
     print(f"{args.preset}: patch {roi}, batch {b}, 2 modalities, {args.threads} threads; median of {args.repeats} "
           "round-robin repeats")
