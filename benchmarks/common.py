@@ -111,6 +111,15 @@ def med(xs: list[float]) -> float:
     return float(statistics.median(xs))
 
 
+def ratio_table(times: dict[str, float], ref: str, headers: tuple[str, str, str], digits: int = 3,
+                labels: dict[str, str] | None = None) -> str:
+    """A markdown table of ``times`` (seconds per row, ``digits`` decimals) and each one's ratio to
+    ``times[ref]``; ``labels`` name the rows (default: their keys)."""
+    rows = [f"| {' | '.join(headers)} |", "| --- | --- | --- |"]
+    rows += [f"| {(labels or {}).get(k, k)} | {v:.{digits}f} | {v / times[ref]:.2f} |" for k, v in times.items()]
+    return "\n".join(rows)
+
+
 def matmul_gflops(n: int = 4096, repeats: int = 5) -> float:
     """GFLOP/s of an n×n fp32 matrix product (best of ``repeats``), on the current threads."""
     import torch

@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved  # noqa: E402
 from common import med as median  # noqa: E402
+from common import ratio_table  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,12 +83,9 @@ def main(argv: list[str] | None = None) -> int:
            "fusion step, structure_loss (separable)": stepper(fusion),
            "segmentation step (for scale)": stepper(seg)}
     med = {k: median(v) for k, v in interleaved(fns, args.repeats).items()}  # one warm-up each
-    ref = med["fusion step, MONAI SSIMLoss per source"]
     print(f"{args.preset}: patch {roi}, batch {b}, 2 modalities, {args.threads} threads; median of {args.repeats} "
           "round-robin repeats")
-    print("| step | seconds | ratio to the MONAI-SSIM fusion step |\n| --- | --- | --- |")
-    for k, v in med.items():
-        print(f"| {k} | {v:.3f} | {v / ref:.2f} |")
+    print(ratio_table(med, "fusion step, MONAI SSIMLoss per source", ("step", "seconds", "ratio to the MONAI-SSIM fusion step")))
     return 0
 
 

@@ -20,10 +20,13 @@ Random weights: the time of a step does not depend on their values.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import interleaved, med, ratio_table  # noqa: E402
 
 
 def _net_and_task(preset: str, sets: list[str], n_mod: int):
@@ -113,29 +116,18 @@ def main(argv: list[str] | None = None) -> int:
                                            cfg0.inference.overlap)
 
     def measure(fns: dict, repeats: int) -> dict:
-        for f in fns.values():
-            f()  # warm-up
-        times = {k: [] for k in fns}
-        for _ in range(repeats):
-            for k, f in fns.items():
-                t = time.perf_counter()
-                f()
-                times[k].append(time.perf_counter() - t)
-        return {k: statistics.median(v) for k, v in times.items()}
+        return {k: med(v) for k, v in interleaved(fns, repeats).items()}  # one warm-up each
 
     print(f"{args.preset}: patch {roi}, batch {b}, {n_mod} modalities, {args.threads} threads; "
           f"median of {args.repeats} round-robin repeats")
     st = measure(steps, args.repeats)
-    ref = st["SegResNet-16"]
-    print("| configuration | training step (s) | ratio to SegResNet-16 |\n| --- | --- | --- |")
-    for k, v in st.items():
-        print(f"| {k} {' '.join(variants.get(k, []))} | {v:.3f} | {v / ref:.2f} |")
+    print(ratio_table(st, "SegResNet-16", ("configuration", "training step (s)", "ratio to SegResNet-16"),
+                      labels={k: f"{k} {' '.join(variants.get(k, []))}" for k in st}))
     if preds:
         pt = measure(preds, max(1, args.repeats // 2))
-        ref = pt["SegResNet-16"]
-        print("\n| configuration | prediction, 240×240×155 at the model grid (s) | ratio |\n| --- | --- | --- |")
-        for k, v in pt.items():
-            print(f"| {k} | {v:.2f} | {v / ref:.2f} |")
+        print()
+        print(ratio_table(pt, "SegResNet-16", ("configuration", "prediction, 240×240×155 at the model grid (s)", "ratio"),
+                          digits=2))
     return 0
 
 
