@@ -10,7 +10,8 @@
   reader looks for (T1ce's enhancing rim, FLAIR's oedema) kept in the fused volume.
 * :func:`structure_loss` — that structure term: MONAI's SSIM (``monai.losses.SSIMLoss``, 3-D
   Gaussian window) computed with its window split into three 1-D passes and the fused volume's
-  local moments shared by all sources: the same value and gradient, about 20× less time.
+  local moments shared by all sources: the same value and gradient, the fusion step in 0.52× the
+  time (benchmarks/fusion_step.py).
 * :func:`make_seg_loss` — multi-class (per-region, sigmoid) Dice from MONAI (the paper), or
   Dice + BCE.
 * :class:`SynapticIntelligence` — importance Ω accumulated along a training trajectory and the
