@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 set -euo pipefail
-cd /work/main
+cd "$(dirname "$0")/../.."
 M=.venv/bin/m2cofs
 TEST=brats2013_pat0003,brats2013_pat0004,brats2013_pat0005,brats2013_pat0006,TCGA-FG-6692
 for cfg in "$@"; do  # EPOCHS:FEATS[:LR]

@@ -3,7 +3,7 @@
 # Stage 0 from runs/loso_fastssim (trained on brats2018's 14 cases); Stage I fusion only (the segmentation
 # loop gets 1 epoch cap via epochs... see below); θF predicted and scored on LOSO's 5 held-out cases.
 set -euo pipefail
-cd /work/main
+cd "$(dirname "$0")/../.."
 M=.venv/bin/m2cofs
 TEST=brats2013_pat0003,brats2013_pat0004,brats2013_pat0005,brats2013_pat0006,TCGA-FG-6692
 TRAIN=$(python3 -c "import json;print(','.join(json.load(open('runs/loso_fastssim/fold0/m2cofs/run.json'))['cases']))")
