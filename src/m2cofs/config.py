@@ -74,6 +74,9 @@ class TrainConfig:
     # Under a time budget, a weight per training loop (all zero: the stages' epochs decide the split; see loop_budgets)
     budget_shares: dict[str, int] = field(default_factory=lambda: {k: 0 for k in BUDGET_LOOPS})
     fusion_retention: float = 0.0  # > 0: + this · lesion-contrast retention loss (needs labels and a weights head; see FusionLoss)
+    # Stage III trains ψ's path from φ's probabilities (model.fusion_reads_seg) at this many times its rate:
+    # Adam moves a weight by about the rate per step, and the path starts at zero with ~100 steps to go
+    seg_path_lr_scale: float = 30.0
 
 
 #: inference.fusion_guide: no guide, or the predicted region that guides the fused volume
@@ -204,6 +207,8 @@ def _check_ranges(cfg: Config, source: str) -> None:
     need(all(m.embed_dim % h == 0 for h in m.num_heads), "model.num_heads", f"every head count must divide embed_dim {m.embed_dim}")
     need(m.fusion_head in FUSION_HEADS, "model.fusion_head", f"unknown fusion head {m.fusion_head!r}; choose one of {', '.join(FUSION_HEADS)}")
     need(m.fusion_weights in FUSION_WEIGHTS, "model.fusion_weights", f"must be one of {', '.join(FUSION_WEIGHTS)}")
+    need(not m.fusion_reads_seg or m.fusion_head == "weights", "model.fusion_reads_seg",
+         "needs model.fusion_head: weights (an image head would write intensities of its own)")
     need(m.seg_head in seg_head_names(), "model.seg_head", f"unknown head {m.seg_head!r}; choose one of {', '.join(seg_head_names())}")
     if m.seg_head == "swinunetr":
         need(m.seg_feature_size % 12 == 0, "model.seg_feature_size", "must be a multiple of 12 for swinunetr")
@@ -228,6 +233,7 @@ def _check_ranges(cfg: Config, source: str) -> None:
     need(0 < t.lr < 1, "train.lr", "must be between 0 and 1")
     need(t.stage2_lr is None or 0 < t.stage2_lr < 1, "train.stage2_lr", "must be null or between 0 and 1")
     need(t.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+    need(0 < t.seg_path_lr_scale <= 1000, "train.seg_path_lr_scale", "must be > 0 and <= 1000")
     for k, v in t.epochs.items():
         need(v >= 0, f"train.epochs.{k}", "must be >= 0")
     for k, v in t.budget_shares.items():

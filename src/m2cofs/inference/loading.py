@@ -95,8 +95,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         raise M2CofsError(f"weights do not fit the network its sidecar describes (e.g. {bad}): "
                           "the checkpoint belongs to another preset or modality count", path)
     net.load_state_dict(tensors, strict=False)
-    needed = ["encoders.", "fusion."] + (["fusion_head."] if "fusion" in meta.get("tasks", []) else []) + \
-             (["seg_head."] if "segmentation" in meta.get("tasks", []) else [])
+    tasks = meta.get("tasks", [])
+    reads_seg = "fusion" in tasks and net.fusion_head.reads_seg  # ψ's weights need φ's probabilities
+    needed = ["encoders.", "fusion."] + (["fusion_head."] if "fusion" in tasks else []) + \
+             (["seg_head."] if "segmentation" in tasks or reads_seg else [])
     for prefix in needed:
         if not any(k.startswith(prefix) for k in tensors):
             raise M2CofsError(f"has no {prefix.rstrip('.')} weights", path)

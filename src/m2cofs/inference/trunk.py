@@ -60,7 +60,9 @@ def trunk_over_volume(net: M2CoFSNet, x: torch.Tensor, tasks: tuple[str, ...] = 
                       tile_voxels: int = TRUNK_TILE_VOXELS, buffers: torch.device | None = None, run=None
                       ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """F's features (for φ; with ``"segmentation"`` in ``tasks``) and ψ's fused volume (with
-    ``"fusion"``; with a ``weights`` head ψ's source weights, (1, N, ...), instead) over the whole
+    ``"fusion"``; with a ``weights`` head ψ's source weights, (1, N, ...), instead; with a head that
+    reads φ's probabilities its logits, to which the caller adds the path from φ's probabilities
+    once φ has run over the features, which are then returned too) over the whole
     of ``x`` (1, N, X, Y, Z), one tile at a time
     (:func:`plan_trunk_tiles`, :meth:`M2CoFSNet.trunk_geometry`), kept on ``buffers`` (default:
     ``x``'s device). ``run(fn, t)`` applies a network part to a tile (default: ``fn(t)``)."""
@@ -70,11 +72,12 @@ def trunk_over_volume(net: M2CoFSNet, x: torch.Tensor, tasks: tuple[str, ...] = 
     shape = tuple(x.shape[2:])
     padded = tuple(-(-s // align) * align for s in shape)
     xp = torch.nn.functional.pad(x, [p for s, q in zip(reversed(shape), reversed(padded)) for p in (0, q - s)])
-    z = torch.zeros((1, net.trunk_channels, *shape), device=buffers) if "segmentation" in tasks else None
+    reads_seg = "fusion" in tasks and net.fusion_head.reads_seg
+    z = torch.zeros((1, net.trunk_channels, *shape), device=buffers) if "segmentation" in tasks or reads_seg else None
     weights = net.fusion_head.kind == "weights"
     out_ch = x.shape[1] if weights else 1
     fused = torch.zeros((1, out_ch, *shape), device=buffers) if "fusion" in tasks else None
-    head = net.fusion_head.weights if weights else net.fusion_head
+    head = net.fusion_head.weights if weights and not reads_seg else net.fusion_head  # reads_seg: ψ's own logits
     for src, inner, dst in plan_trunk_tiles(padded, align, halo, tile_voxels):
         keep = tuple(slice(d.start, min(d.stop, s)) for d, s in zip(dst, shape))  # inside the unpadded volume
         cut = (slice(None), slice(None)) + tuple(slice(i.start, i.start + k.stop - k.start) for i, k in zip(inner, keep))

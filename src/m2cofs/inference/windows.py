@@ -19,7 +19,8 @@ def predict_array(model: LoadedModel, image: np.ndarray, device: str | torch.dev
 
     Returns ``fused`` (X, Y, Z) and/or ``seg_prob`` (R, X, Y, Z) on the same grid (with a
     ``weights`` fusion head also ``fusion_weights`` (N, X, Y, Z), the source weights). Only the
-    tasks asked for are computed (a fusion-only call never runs φ). The volume, the windows and
+    tasks asked for are computed (a fusion-only call runs φ only for a fusion head that reads its
+    probabilities, ``reads_seg``). The volume, the windows and
     the blending buffers stay on ``device`` when they fit comfortably; on a GPU short of memory
     the buffers are kept in host memory.
 
@@ -77,19 +78,26 @@ def _predict_once(model: LoadedModel, image: np.ndarray, device, tasks, sw_batch
 
     result = {}
     if mode == "volume":
+        head = model.net.fusion_head
+        reads_seg = "fusion" in tasks and head.reads_seg  # ψ's weights need φ's probabilities: φ runs first
         z, fused = trunk_over_volume(model.net, x, tasks, tile_voxels,
-                                     _buffer_device(device, x, tasks, n_regions, model.net.trunk_channels),
+                                     _buffer_device(device, x, tasks + (("segmentation",) if reads_seg else ()), n_regions,
+                                                    model.net.trunk_channels),
                                      run=lambda fn, t: run(fn, t).float())
+        seg = None
+        if z is not None:
+            seg = sliding_window_inference(z, predictor=lambda p: torch.sigmoid(run(model.net.seg_head, p).float()),
+                                           device=z.device, **window)
+            if "segmentation" in tasks:
+                result["seg_prob"] = seg[0].float().cpu().numpy()
         if fused is not None:
+            if reads_seg:  # the logits of the tiles, plus the 1×1×1 path from the blended probabilities
+                fused = head.weights_from_logits(fused + head.seg_path(seg.to(fused.device)).float())
             if fusion_head_kind(model) == "weights":
                 result["fusion_weights"] = fused[0].cpu().numpy()
                 result["fused"] = (fused[0] * x[0].to(fused.device)).sum(0).cpu().numpy()
             else:
                 result["fused"] = fused[0, 0].cpu().numpy()
-        if z is not None:
-            seg = sliding_window_inference(z, predictor=lambda p: torch.sigmoid(run(model.net.seg_head, p).float()),
-                                           device=z.device, **window)
-            result["seg_prob"] = seg[0].float().cpu().numpy()
         return result
 
     def predictor(patch: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -11,6 +11,12 @@ The fusion head ψ is one of :data:`FUSION_HEADS`:
   combination of the sources' intensities, never an intensity of its own). The weights are smooth, so they can be computed on the model's coarse grid
   and applied to the sources on the input's own grid: the fused volume keeps the scan's
   resolution (``results/`` measures what the coarse grid costs an intensity head).
+  With ``seg_channels`` (``model.fusion_reads_seg``) the weights head also reads φ's region
+  probabilities through a 1×1×1 path into its logits, zero at the start (nothing changes until
+  Stage III trains it) and fed detached (the fusion loss never moves φ or F through it): where
+  the network sees a tumour region, ψ can weight the sources differently — still only the
+  sources' intensities, so a wrong segmentation changes a weight, never paints what no source
+  shows (``results/fusion_screen`` found the path; ``results/`` measures it).
 
 The segmentation head φ is chosen from a registry of MONAI networks (the paper's plug-in
 experiment swaps it): ``swinunetr`` (the paper's), ``unetr``, ``segresnet`` and ``unet``.
@@ -33,26 +39,30 @@ class ImageFusionHead(ReconstructionDecoder):
     """ψ as in the paper: F's features → the fused intensity (one channel)."""
 
     kind = "image"
+    reads_seg = False
 
     def init_from_decoder(self, decoder: ReconstructionDecoder) -> None:
         """Start from the Stage-0 decoder D (the paper's initialisation of ψ)."""
         self.load_state_dict(decoder.state_dict())
 
-    def fuse(self, z: torch.Tensor, sources: torch.Tensor | None = None) -> torch.Tensor:
+    def fuse(self, z: torch.Tensor, sources: torch.Tensor | None = None, seg_prob: torch.Tensor | None = None) -> torch.Tensor:
         return self(z)
 
 
 class WeightFusionHead(ReconstructionDecoder):
-    """ψ that writes per-voxel source weights: F's features → N logits → softmax weights."""
+    """ψ that writes per-voxel source weights: F's features (and, with ``seg_channels``, φ's
+    region probabilities) → N logits → softmax weights or gains."""
 
     kind = "weights"
 
-    def __init__(self, in_channels: int, n_sources: int, normalise: str = "softmax"):
+    def __init__(self, in_channels: int, n_sources: int, normalise: str = "softmax", seg_channels: int = 0):
         super().__init__(in_channels)
         if normalise not in ("softmax", "gains"):
             raise ValueError(f"unknown source-weight normalisation {normalise!r}; choose softmax or gains")
         self.normalise = normalise
         self.out = nn.Conv3d(self.out.in_channels, n_sources, kernel_size=1)
+        # No bias: without probabilities (or with none anywhere) the path adds exactly nothing.
+        self.seg_path = nn.Conv3d(seg_channels, n_sources, kernel_size=1, bias=False) if seg_channels else None
 
     def init_from_decoder(self, decoder: ReconstructionDecoder) -> None:
         """D's layers, and a zero last layer: equal weights (mean fusion) at the start."""
@@ -61,22 +71,48 @@ class WeightFusionHead(ReconstructionDecoder):
         self.zero_output()
 
     def zero_output(self) -> None:
-        """Equal source weights everywhere (mean fusion) until training moves them."""
+        """Equal source weights everywhere (mean fusion) until training moves them; φ's path zero."""
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        if self.seg_path is not None:
+            nn.init.zeros_(self.seg_path.weight)
 
-    def weights(self, z: torch.Tensor) -> torch.Tensor:
+    @property
+    def reads_seg(self) -> bool:
+        """Whether the weights depend on φ's probabilities: a path that is still zero (every
+        model before Stage III trains it, e.g. the fusion specialist) adds nothing, so callers
+        need not run φ for it."""
+        return self.seg_path is not None and bool(self.seg_path.weight.detach().any())
+
+    def logits(self, z: torch.Tensor, seg_prob: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N, ...) logits: ψ's on F's features, plus the path from ``seg_prob`` (B, R, ...)
+        (region probabilities in [0, 1], detached here) when the head has one."""
+        logits = self(z)
+        if self.seg_path is None:
+            return logits
+        if seg_prob is None:
+            if self.reads_seg:
+                raise ValueError("this fusion head reads the segmentation head's probabilities: pass seg_prob")
+            # Keeps the zero path in the graph with a zero gradient, so that DDP sees every trained
+            # parameter used and Adam leaves it at zero (stages before φ exists).
+            return logits + 0.0 * self.seg_path.weight.sum()
+        return logits + self.seg_path(seg_prob.detach().to(logits.dtype))
+
+    def weights_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, N, ...) source weights: summing to one over the sources (softmax), or each in
         [0, 2/N] (gains; 1/N each, mean fusion, at zero logits)."""
-        logits = self(z)
         if self.normalise == "gains":
             return torch.sigmoid(logits) * (2.0 / logits.shape[1])
         return torch.softmax(logits, dim=1)
 
-    def fuse(self, z: torch.Tensor, sources: torch.Tensor | None = None) -> torch.Tensor:
+    def weights(self, z: torch.Tensor, seg_prob: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N, ...) source weights from F's features (and φ's probabilities, see :meth:`logits`)."""
+        return self.weights_from_logits(self.logits(z, seg_prob))
+
+    def fuse(self, z: torch.Tensor, sources: torch.Tensor | None = None, seg_prob: torch.Tensor | None = None) -> torch.Tensor:
         if sources is None:
             raise ValueError("a 'weights' fusion head needs the sources to fuse")
-        return compose(self.weights(z), sources)
+        return compose(self.weights(z, seg_prob), sources)
 
 
 def compose(weights, sources):
@@ -87,11 +123,16 @@ def compose(weights, sources):
     return (weights * sources).sum(axis=0)
 
 
-def build_fusion_head(kind: str, in_channels: int, n_sources: int, normalise: str = "softmax") -> nn.Module:
+def build_fusion_head(kind: str, in_channels: int, n_sources: int, normalise: str = "softmax",
+                      seg_channels: int = 0) -> nn.Module:
+    """ψ of ``kind``; ``seg_channels`` > 0: a weights head that also reads that many region
+    probabilities of φ (an image head cannot: it would write intensities of its own)."""
     if kind == "image":
+        if seg_channels:
+            raise ValueError("only a 'weights' fusion head can read the segmentation head's probabilities")
         return ImageFusionHead(in_channels)
     if kind == "weights":
-        return WeightFusionHead(in_channels, n_sources, normalise)
+        return WeightFusionHead(in_channels, n_sources, normalise, seg_channels)
     raise ValueError(f"unknown fusion head {kind!r}; choose one of {', '.join(FUSION_HEADS)}")
 
 

@@ -52,7 +52,8 @@ class M2CoFSNet(nn.Module):
         self.fusion = DenseFusion(n_modalities * per, cfg.fusion_growth, cfg.fusion_channels,
                                   passthrough=tuple(i * per + c for i in range(n_modalities)) if skip else ())
         self.trunk_channels = cfg.fusion_channels + (n_modalities if skip else 0)  # what the heads read
-        self.fusion_head = build_fusion_head(cfg.fusion_head, self.trunk_channels, n_modalities, cfg.fusion_weights)
+        self.fusion_head = build_fusion_head(cfg.fusion_head, self.trunk_channels, n_modalities, cfg.fusion_weights,
+                                             n_classes if cfg.fusion_reads_seg else 0)
         self.seg_head = build_seg_head(cfg.seg_head, self.trunk_channels, n_classes, cfg.seg_feature_size,
                                        patch_size, depths=cfg.seg_depths, num_heads=cfg.seg_num_heads,
                                        window_size=cfg.seg_window_size)
@@ -107,17 +108,21 @@ class M2CoFSNet(nn.Module):
     def forward(self, x: torch.Tensor, fusion_params: Mapping[str, torch.Tensor] | None = None,
                 tasks: tuple[str, ...] = ("fusion", "segmentation")) -> dict[str, torch.Tensor]:
         """One pass: ``{"fused": (B,1,...), "seg": (B,R,...) logits}`` (the tasks asked for);
-        with a ``weights`` fusion head also ``"fusion_weights"`` (B,N,...)."""
+        with a ``weights`` fusion head also ``"fusion_weights"`` (B,N,...). A fusion head that
+        reads φ's probabilities (:attr:`WeightFusionHead.reads_seg`) gets them from this pass's φ,
+        which then runs for a fusion-only call too."""
         z = self.fuse_features(self.encode(x), fusion_params)
         out: dict[str, torch.Tensor] = {}
+        reads_seg = "fusion" in tasks and self.fusion_head.reads_seg
+        seg = self.seg_head(z) if "segmentation" in tasks or reads_seg else None
         if "fusion" in tasks:
             if self.fusion_head.kind == "weights":
-                out["fusion_weights"] = self.fusion_head.weights(z)
+                out["fusion_weights"] = self.fusion_head.weights(z, torch.sigmoid(seg) if reads_seg else None)
                 out["fused"] = compose(out["fusion_weights"], x)
             else:
                 out["fused"] = self.fusion_head(z)
         if "segmentation" in tasks:
-            out["seg"] = self.seg_head(z)
+            out["seg"] = seg
         return out
 
     def fusion_state(self) -> dict[str, torch.Tensor]:

@@ -24,6 +24,7 @@ class ModelConfig:
     fusion_channels: int = 16  # F's output width (paper 16)
     fusion_head: str = "image"  # ψ writes the fused intensity (paper) or per-voxel source weights
     fusion_weights: str = "softmax"  # a weights head's normalisation: softmax (convex) or gains (each in [0, 2/N])
+    fusion_reads_seg: bool = False  # a weights head also reads φ's region probabilities (a zero-initialised 1×1×1 path)
     seg_head: str = "swinunetr"
     source_skip: bool = False  # F's output also carries the sources themselves (parameter-free): both heads see the image
     seg_feature_size: int = 48

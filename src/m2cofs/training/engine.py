@@ -110,7 +110,9 @@ def _finite_grads(params: list[nn.Parameter]) -> bool:
     return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
 
 
-def make_optimizer(params: Iterable[nn.Parameter], s: LoopSettings) -> torch.optim.Optimizer:
+def make_optimizer(params: Iterable[nn.Parameter] | list[dict], s: LoopSettings) -> torch.optim.Optimizer:
+    """The loop's optimiser over ``params`` (parameters, or parameter groups as
+    :meth:`StageTask.param_groups` gives them)."""
     params = list(params)
     if s.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
@@ -136,7 +138,7 @@ class _Loop:
         if self.channels_last:  # before the optimiser and DDP see the parameters; undone when the loop ends
             task.to(memory_format=torch.channels_last_3d)
         self.params = task.trained_parameters()
-        self.optimizer = make_optimizer(self.params, s)
+        self.optimizer = make_optimizer([g for g in task.param_groups() if g["params"]], s)
         self.start_epoch, self.start_batch, self.step = 0, 0, 0
         self.spent_before = 0.0  # seconds trained before this call (from the checkpoint)
         self.history: list[dict] = []
@@ -254,7 +256,7 @@ class _Loop:
         self.data_seconds += t_step - t_wait
         lr = scheduled_lr(self.s, self.step, self.total, self.elapsed())
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         optimizer.zero_grad(set_to_none=True)
         amp_dtype = self.amp_dtype
         with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):

@@ -259,7 +259,8 @@ class Trainer:
                 si = (self._dev(r.omega_s), self._dev(r.theta_s), self._dev(r.omega_f), self._dev(r.theta_f),
                       t.si_lambda, t.si_mu)
             task = s3.UnificationTask(self.net, gen, self._dev(r.theta_sf), self._dev(r.theta_fs), fusion_loss=self.fusion_loss(),
-                                      eta=t.eta, gamma=t.gamma, seg_loss=t.seg_loss, manifold=t.manifold, knn_k=t.knn_k, si=si)
+                                      eta=t.eta, gamma=t.gamma, seg_loss=t.seg_loss, manifold=t.manifold, knn_k=t.knn_k, si=si,
+                                      seg_path_lr_scale=t.seg_path_lr_scale)
             self._run(s3.NAME, task, 3)
             self._save_stage(s3.NAME, prefixed(fusion=task.unified_weights(), fusion_head=self.net.fusion_head.state_dict(),
                                                seg_head=self.net.seg_head.state_dict(), generator=gen.state_dict()))

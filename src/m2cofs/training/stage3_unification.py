@@ -10,6 +10,10 @@ with L′F = L_F + λ Σ Ω^S (θU − θS)², L′S = L_S + μ Σ Ω^F (θU −
 evaluated at θU; ``train.stage3_si: false`` drops the SI terms) and L_M the manifold distance
 from θU to θS→F and θF→S (geodesic on a k-NN graph, or Euclidean). Afterwards θU = G(...) is
 materialised: the unified network needs no G.
+
+With ``model.fusion_reads_seg`` ψ also reads φ's region probabilities of the same pass
+(detached), through a path that starts at zero and trains at ``train.seg_path_lr_scale`` times
+the loop's rate: the fused volume can weight the sources by where the network sees the tumour.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ class UnificationTask(StageTask):
 
     def __init__(self, net: M2CoFSNet, generator: WeightGenerator, theta_sf, theta_fs, *, fusion_loss: FusionLoss, eta: float,
                  gamma: float, seg_loss: str, manifold: str, knn_k: int,
-                 si: tuple[dict, dict, dict, dict, float, float] | None = None):
+                 si: tuple[dict, dict, dict, dict, float, float] | None = None, seg_path_lr_scale: float = 1.0):
         super().__init__()
         self.encoders = net.encoders
         self.fusion_module = [net.fusion]  # F's structure only; its weights come from G
@@ -43,6 +47,17 @@ class UnificationTask(StageTask):
         self.loss_fn = make_seg_loss(seg_loss)
         self.manifold, self.knn_k = manifold, knn_k
         self.si = si  # (Ω^S, θS, Ω^F, θF, λ, μ)
+        self.seg_path_lr_scale = float(seg_path_lr_scale)
+
+    def param_groups(self) -> list[dict]:
+        """ψ's path from φ (when it has one) in a group of its own, at ``seg_path_lr_scale`` × the rate."""
+        path = getattr(self.fusion_head, "seg_path", None)
+        if path is None:
+            return super().param_groups()
+        own = {id(p) for p in path.parameters()}
+        rest = [p for p in self.trained_parameters() if id(p) not in own]
+        return [{"params": rest}, {"params": [p for p in path.parameters() if p.requires_grad],
+                                   "lr_scale": self.seg_path_lr_scale}]
 
     def forward(self, image, target, has_label):
         from torch.func import functional_call
@@ -51,8 +66,9 @@ class UnificationTask(StageTask):
         with torch.no_grad():
             feats = torch.cat([enc(image[:, i: i + 1]) for i, enc in enumerate(self.encoders)], dim=1)
         z = functional_call(self.fusion_module[0], theta_u, (feats,))
-        fused = self.fusion_head.fuse(z, image)
         logits = self.seg_head(z)
+        reads = getattr(self.fusion_head, "seg_path", None) is not None
+        fused = self.fusion_head.fuse(z, image, torch.sigmoid(logits.detach()) if reads else None)
         lf, fparts = self.fusion_loss(fused, image, target, has_label)
         ls = masked_seg_loss(self.loss_fn, logits, target, has_label)
         parts = {"fusion": float(lf.detach()), "seg": float(ls.detach())}

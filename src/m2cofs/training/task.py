@@ -17,6 +17,11 @@ class StageTask(nn.Module):
     def trained_parameters(self) -> list[nn.Parameter]:
         return [p for m in self.trained_modules().values() for p in m.parameters() if p.requires_grad]
 
+    def param_groups(self) -> list[dict]:
+        """The optimiser's parameter groups: one by default; a group may carry ``lr_scale``, the
+        multiple of the loop's (scheduled) learning rate it trains at."""
+        return [{"params": self.trained_parameters()}]
+
     def trained_state(self) -> dict[str, torch.Tensor]:
         return {f"{n}.{k}": v.detach().clone() for n, m in self.trained_modules().items() for k, v in m.state_dict().items()}
 
