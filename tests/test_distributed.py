@@ -21,32 +21,35 @@ from m2cofs.models import M2CoFSNet
 from m2cofs.training.distributed import DistInfo
 from m2cofs.training.engine import LoopSettings, read_log, run_loop
 from m2cofs.training.patches import PatchDataset
-from m2cofs.training.stage1_independent import SegmentationTask
+from m2cofs.training.stage1_independent import FusionTask, SegmentationTask
 
 TINY = tiny_model_config(fusion_head="image")  # the tiny preset's network with the paper's ψ
+# lite's weights head with the path from φ's probabilities, which waits at zero until Stage III
+READS_SEG = tiny_model_config(fusion_head="weights", fusion_weights="gains", fusion_reads_seg=True)
 
 
 def _cases() -> list[PreparedCase]:
     return tiny_prepared_cases(36)
 
 
-def _train(run_dir: Path, rank: int, world: int, batch: int) -> dict[str, torch.Tensor]:
+def _train(run_dir: Path, rank: int, world: int, batch: int, task_kind: str = "segmentation") -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
-    net = M2CoFSNet(2, 3, TINY, (32, 32, 32))
+    net = M2CoFSNet(2, 3, TINY if task_kind == "segmentation" else READS_SEG, (32, 32, 32))
     for p in net.encoders.parameters():
         p.requires_grad_(False)
-    task = SegmentationTask(net, si_xi=1e-3)
+    task = SegmentationTask(net, si_xi=1e-3) if task_kind == "segmentation" else FusionTask(net, si_xi=1e-3)
     ds = PatchDataset(_cases(), CONVENTIONS["brats2017"], (32, 32, 32), samples_per_case=4, seed=5, stage_key=2)
     s = LoopSettings(epochs=2, batch_size=batch, lr=1e-3, checkpoint_every=100, seed=5, progress=False)
     run_loop("ddp_test", task, ds, s, run_dir, DistInfo(rank, world), stage_key=2, resume=False)
-    return {k: v.detach().clone() for k, v in net.fusion.state_dict().items()}
+    head = {f"fusion_head.{k}": v.detach().clone() for k, v in net.fusion_head.state_dict().items()}
+    return {**{k: v.detach().clone() for k, v in net.fusion.state_dict().items()}, **head}
 
 
-def _worker(rank: int, world: int, run_dir: str, init_file: str) -> None:
+def _worker(rank: int, world: int, run_dir: str, init_file: str, task_kind: str = "segmentation") -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        weights = _train(Path(run_dir), rank, world, batch=2)
+        weights = _train(Path(run_dir), rank, world, batch=2, task_kind=task_kind)
         torch.save(weights, Path(run_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -69,6 +72,19 @@ def test_two_gloo_processes_agree_and_match_one_process(tmp_path):
     for k in r0:
         torch.testing.assert_close(r0[k], single[k], rtol=0, atol=1e-3)
         assert (r0[k] - single[k]).abs().mean() < 1e-4, k  # a tenth of one step
+
+
+def test_ddp_trains_a_fusion_head_whose_path_from_phi_waits(tmp_path):
+    """A stage before φ exists (Stage I fusion) with a weights head that reads φ: the path is
+    called without probabilities, stays in the graph with a zero gradient (DDP would stop on a
+    trained parameter left out of it), and stays zero on both ranks while the rest of ψ trains."""
+    mp.spawn(_worker, args=(2, str(tmp_path), str(tmp_path / "rendezvous"), "fusion"), nprocs=2, join=True)
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    for k in r0:
+        torch.testing.assert_close(r0[k], r1[k], rtol=0, atol=0)
+    assert float(r0["fusion_head.seg_path.weight"].abs().max()) == 0.0
+    assert float(r0["fusion_head.out.weight"].abs().max()) > 0.0  # ψ's own last layer left zero: it trained
 
 
 @pytest.mark.slow
