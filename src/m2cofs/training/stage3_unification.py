@@ -48,12 +48,13 @@ class UnificationTask(StageTask):
         self.manifold, self.knn_k = manifold, knn_k
         self.si = si  # (Ω^S, θS, Ω^F, θF, λ, μ)
         self.seg_path_lr_scale = float(seg_path_lr_scale)
+        self.feeds_seg = getattr(net.fusion_head, "seg_path", None) is not None  # ψ reads φ's probabilities
 
     def param_groups(self) -> list[dict]:
         """ψ's path from φ (when it has one) in a group of its own, at ``seg_path_lr_scale`` × the rate."""
-        path = getattr(self.fusion_head, "seg_path", None)
-        if path is None:
+        if not self.feeds_seg:
             return super().param_groups()
+        path = self.fusion_head.seg_path
         own = {id(p) for p in path.parameters()}
         rest = [p for p in self.trained_parameters() if id(p) not in own]
         return [{"params": rest}, {"params": [p for p in path.parameters() if p.requires_grad],
@@ -67,8 +68,7 @@ class UnificationTask(StageTask):
             feats = torch.cat([enc(image[:, i: i + 1]) for i, enc in enumerate(self.encoders)], dim=1)
         z = functional_call(self.fusion_module[0], theta_u, (feats,))
         logits = self.seg_head(z)
-        reads = getattr(self.fusion_head, "seg_path", None) is not None
-        fused = self.fusion_head.fuse(z, image, torch.sigmoid(logits.detach()) if reads else None)
+        fused = self.fusion_head.fuse(z, image, torch.sigmoid(logits.detach()) if self.feeds_seg else None)
         lf, fparts = self.fusion_loss(fused, image, target, has_label)
         ls = masked_seg_loss(self.loss_fn, logits, target, has_label)
         parts = {"fusion": float(lf.detach()), "seg": float(ls.detach())}
