@@ -16,6 +16,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     for f in a.folds:
         fold = run / f"fold{f}"
         ids = json.loads((fold / "pred" / "m2cofs" / "predict.json").read_text())["cases"]
-        tmp = out / "tmp" / f"fold{f}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"path_check_fold{f}_"))  # scratch outside OUT: nothing of the user's is removed
         tensors, meta = load_model_file(fold / "m2cofs" / "unified.ckpt")
         tensors["fusion_head.seg_path.weight"] = tensors["fusion_head.seg_path.weight"] * 0
         zeroed = save_model_file(tmp / "unified_path_zeroed.ckpt", tensors, {k: v for k, v in meta.items() if k != "sha256"})
@@ -57,7 +56,6 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copy(tmp / f"eval_{name}" / "metrics.csv", out / f"fold{f}" / f"{name}.csv")
             rows[name] += list(csv.DictReader(open(out / f"fold{f}" / f"{name}.csv")))
         shutil.rmtree(tmp)
-    shutil.rmtree(out / "tmp", ignore_errors=True)
     n = len(rows["as_trained"])
     print(f"{n} cases, folds {a.folds}\n\n| metric | as trained | path zeroed | mean difference | Wilcoxon p |\n| --- | --- | --- | --- | --- |")
     for k in KEYS:
