@@ -46,8 +46,9 @@ def test_a_zero_path_gives_todays_output_bit_for_bit_and_skips_phi():
     torch.manual_seed(0)
     plain = M2CoFSNet(2, 3, GAINS, (32, 32, 32)).eval()
     reads = M2CoFSNet(2, 3, dataclasses.replace(GAINS, fusion_reads_seg=True), (32, 32, 32)).eval()
-    missing, unexpected = reads.load_state_dict(plain.state_dict(), strict=False)
-    assert missing == ["fusion_head.seg_path.weight"] and not unexpected
+    with torch.no_grad():
+        reads.fusion_head.seg_path.weight.fill_(1.0)
+    reads.load_state_dict(plain.state_dict())  # strict: a ψ saved without the path loads as a zero path
     with torch.no_grad():  # ψ trained a little: the weights vary per voxel
         for net in (plain, reads):
             torch.manual_seed(1)
@@ -185,3 +186,21 @@ def test_stage3_trains_the_path_at_its_own_rate_and_predict_uses_it(reads_run, t
     path = save_model_file(tmp_path / "fusion_only.ckpt", no_seg, {**{k: v for k, v in meta.items() if k != "sha256"}, "tasks": ["fusion"]})
     with pytest.raises(M2CofsError, match="has no seg_head weights"):
         load_model(path)
+
+
+def test_stage3_with_the_path_starts_from_stage_i_ii_results_trained_without_it(reads_run, tmp_path):
+    """The path is zero before Stage III either way, so a run's Stage I/II results trained with the
+    option off serve a Stage III with it on (an exact pair: same Stage I/II, path on or off)."""
+    import shutil
+
+    data, _ = reads_run
+    plain = tmp_path / "plain"
+    train(TrainOptions(data=str(data), out=str(plain), preset=TINY_PRESET, progress=False, exclude=["synth_002"],
+                       overrides=[*READS[:2], "data.spacing=[2,2,2]", "train.epochs.stage3=3"], stages=[0, 1, 2]))
+    on = tmp_path / "on"
+    shutil.copytree(plain / "stages", on / "stages")
+    train(TrainOptions(data=str(data), out=str(on), preset=TINY_PRESET, progress=False, exclude=["synth_002"],
+                       overrides=[*READS, "data.spacing=[2,2,2]", "train.epochs.stage3=3"], stages=[3]))
+    unified, _ = load_model_file(on / "unified.ckpt")
+    assert float(unified["fusion_head.seg_path.weight"].abs().max()) > 0.0
+    assert load_model(on / "unified.ckpt").net.fusion_head.reads_seg is True

@@ -63,6 +63,8 @@ class WeightFusionHead(ReconstructionDecoder):
         self.out = nn.Conv3d(self.out.in_channels, n_sources, kernel_size=1)
         # No bias: without probabilities (or with none anywhere) the path adds exactly nothing.
         self.seg_path = nn.Conv3d(seg_channels, n_sources, kernel_size=1, bias=False) if seg_channels else None
+        if self.seg_path is not None:
+            self.register_load_state_dict_pre_hook(_zero_path_if_absent)
 
     def init_from_decoder(self, decoder: ReconstructionDecoder) -> None:
         """D's layers, and a zero last layer: equal weights (mean fusion) at the start."""
@@ -113,6 +115,15 @@ class WeightFusionHead(ReconstructionDecoder):
         if sources is None:
             raise ValueError("a 'weights' fusion head needs the sources to fuse")
         return compose(self.weights(z, seg_prob), sources)
+
+
+def _zero_path_if_absent(head: WeightFusionHead, state_dict: dict, prefix: str, *_) -> None:
+    """A ψ saved without φ's path (trained with ``model.fusion_reads_seg`` off, or before Stage III
+    of a run with it on: the path is zero until then either way) loads as a zero path, so Stage
+    III with the option can start from Stage I/II results trained without it."""
+    key = prefix + "seg_path.weight"
+    if key not in state_dict:
+        state_dict[key] = torch.zeros_like(head.seg_path.weight)
 
 
 def compose(weights, sources):
