@@ -12,7 +12,7 @@ from m2cofs.config import BUDGET_LOOPS, load_config
 from m2cofs.data.labels import get_convention
 from m2cofs.data.preprocess import PreprocessConfig, scale_intensity
 from m2cofs.inference.postprocess import postprocess_regions
-from m2cofs.losses import FusionLoss, contrast_roles, retention_loss
+from m2cofs.losses import FusionLoss, _standardised_contrast, contrast_roles, retention_loss
 from m2cofs.models.heads import WeightFusionHead, compose
 from m2cofs.training.options import LOOP_NAMES, SEGMENTATION_LOOPS, loop_budgets
 
@@ -98,6 +98,27 @@ def test_retention_loss_is_zero_only_when_both_contrasts_are_kept():
     assert float(scaled) == pytest.approx(float(copy_t1ce), abs=1e-5)  # no shift or scale changes it
     assert retention_loss(x[:, :1], x, target, torch.zeros(1), roles, regions) is None  # no label, no term
     assert contrast_roles(["t1", "flair"], ["CSF", "GM", "WM"]) == []  # tissue conventions have no lesion
+
+
+def test_retention_overshoot_penalises_a_contrast_stronger_than_the_source():
+    """With ``overshoot`` the term is also > 0 above the source's contrast, by (r − 1) times the
+    weight; without, a contrast stronger than the source's costs nothing (today's one-sided term)."""
+    x, target = _lesion_batch()
+    x[:, 0] += 0.3 * torch.rand(x[:, 0].shape, generator=torch.Generator().manual_seed(1))  # a noisy T1ce
+    regions = ["ET", "TC", "WT"]
+    roles = contrast_roles(["t1ce", "flair"], regions)[:1]  # T1ce's rim alone
+    has = torch.ones(1)
+    clean = 0.3 + 0.5 * target[:, :1]  # the rim without T1ce's noise: it stands out more than in T1ce
+    brain, et, rest = torch.ones(1, 32, 32, 32), target[:, 0], target[:, 2] - target[:, 0]
+    ratio = float(_standardised_contrast(clean[:, 0], et, rest, brain) / _standardised_contrast(x[:, 0], et, rest, brain))
+    assert ratio > 1.3
+    over = float(retention_loss(clean, x, target, has, roles, regions, overshoot=1.0))
+    assert over == pytest.approx(ratio - 1.0, rel=1e-4)
+    assert float(retention_loss(clean, x, target, has, roles, regions)) == 0.0
+    assert float(retention_loss(clean, x, target, has, roles, regions, overshoot=0.5)) == pytest.approx(over / 2, rel=1e-4)
+    assert float(retention_loss(x[:, :1], x, target, has, roles, regions, overshoot=1.0)) == pytest.approx(0.0, abs=1e-6)
+    loss = FusionLoss(retention=1.0, modalities=["t1ce", "flair"], regions=regions, overshoot=1.0)
+    assert loss(clean, x, target, has)[1]["retention"] > 0.3  # both contrasts: the rim's overshoot, FLAIR's loss
 
 
 def test_fusion_loss_gradient_pushes_towards_both_contrasts():

@@ -74,6 +74,7 @@ class TrainConfig:
     # Under a time budget, a weight per training loop (all zero: the stages' epochs decide the split; see loop_budgets)
     budget_shares: dict[str, int] = field(default_factory=lambda: {k: 0 for k in BUDGET_LOOPS})
     fusion_retention: float = 0.0  # > 0: + this · lesion-contrast retention loss (needs labels and a weights head; see FusionLoss)
+    fusion_retention_overshoot: float = 0.0  # > 0: the retention term also penalises a contrast shown stronger than the source's, by this much
     # Stage III trains ψ's path from φ's probabilities (model.fusion_reads_seg) at this many times its rate:
     # Adam moves a weight by about the rate per step, and the path starts at zero with ~100 steps to go
     seg_path_lr_scale: float = 30.0
@@ -238,7 +239,7 @@ def _check_ranges(cfg: Config, source: str) -> None:
         need(v >= 0, f"train.epochs.{k}", "must be >= 0")
     for k, v in t.budget_shares.items():
         need(v >= 0, f"train.budget_shares.{k}", "must be >= 0")
-    for k in ("alpha", "fusion_ssim", "fusion_retention", "si_lambda", "si_mu", "eta", "gamma"):
+    for k in ("alpha", "fusion_ssim", "fusion_retention", "fusion_retention_overshoot", "si_lambda", "si_mu", "eta", "gamma"):
         need(getattr(t, k) >= 0, f"train.{k}", "must be >= 0")
     need(t.si_xi > 0, "train.si_xi", "must be > 0")
     need(t.seg_loss in SEG_LOSSES, "train.seg_loss", f"must be {' or '.join(SEG_LOSSES)}")

@@ -123,11 +123,13 @@ def _standardised_contrast(x: torch.Tensor, inside: torch.Tensor, outside: torch
 
 
 def retention_loss(fused: torch.Tensor, sources: torch.Tensor, target: torch.Tensor, has_label: torch.Tensor,
-                   roles: list[tuple[int, str, str]], regions: list[str]) -> torch.Tensor | None:
-    """Mean over the patches and contrasts that have one of max(0, 1 − d_fused / d_source): the
-    share of each source's lesion contrast (:func:`contrast_roles`; d as in
-    :func:`_standardised_contrast`, the measure ``m2cofs evaluate`` reports as retention) that the
-    fused volume loses. ``None`` when no patch of the batch shows a contrast to keep."""
+                   roles: list[tuple[int, str, str]], regions: list[str], overshoot: float = 0.0) -> torch.Tensor | None:
+    """Mean over the patches and contrasts that have one of max(0, 1 − r) + ``overshoot`` ·
+    max(0, r − 1), r = d_fused / d_source: the share of each source's lesion contrast
+    (:func:`contrast_roles`; d as in :func:`_standardised_contrast`, the measure ``m2cofs
+    evaluate`` reports as retention) that the fused volume loses, and (``overshoot`` > 0) the
+    share by which it shows it more strongly than the source does. ``None`` when no patch of the
+    batch shows a contrast to keep."""
     brain = (sources > 0).any(1).to(fused.dtype)
     masks = {r: target[:, regions.index(r)] * brain for r in ("ET", "WT") if r in regions}
     if "WT" in masks:
@@ -143,8 +145,8 @@ def retention_loss(fused: torch.Tensor, sources: torch.Tensor, target: torch.Ten
             ok = (has_label > 0) & (a.sum(dims) >= RETENTION_MIN_VOXELS) & (b.sum(dims) >= RETENTION_MIN_VOXELS) \
                 & (d_src > RETENTION_MIN_CONTRAST)
         if ok.any():
-            d_f = _standardised_contrast(fused[:, 0], a, b, brain)
-            terms.append(torch.relu(1.0 - d_f[ok] / d_src[ok]))
+            r = _standardised_contrast(fused[:, 0], a, b, brain)[ok] / d_src[ok]
+            terms.append(torch.relu(1.0 - r) + overshoot * torch.relu(r - 1.0) if overshoot else torch.relu(1.0 - r))
     if not terms:
         return None
     return torch.cat(terms).mean()
@@ -160,8 +162,9 @@ class FusionLoss:
     """
 
     def __init__(self, alpha: float = 0.1, ssim: float = 0.0, retention: float = 0.0,
-                 modalities=None, regions=None):
+                 modalities=None, regions=None, overshoot: float = 0.0):
         self.alpha, self.ssim, self.retention = float(alpha), float(ssim), float(retention)
+        self.overshoot = float(overshoot)
         self.regions = list(regions or [])
         self.roles = contrast_roles(modalities, self.regions) if self.retention > 0 else []
 
@@ -169,7 +172,8 @@ class FusionLoss:
     def from_train(cls, train, modalities=None, regions=None) -> "FusionLoss":
         """The fusion loss a training configuration (``cfg.train``) asks for; the retention term
         needs the run's ``modalities`` and label ``regions``."""
-        return cls(train.alpha, train.fusion_ssim, train.fusion_retention, modalities, regions)
+        return cls(train.alpha, train.fusion_ssim, train.fusion_retention, modalities, regions,
+                   train.fusion_retention_overshoot)
 
     def __call__(self, fused: torch.Tensor, sources: torch.Tensor, target: torch.Tensor | None = None,
                  has_label: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
@@ -179,7 +183,7 @@ class FusionLoss:
             parts["ssim"] = float(structure.detach())
             loss = loss + self.ssim * structure
         if self.roles and target is not None and has_label is not None:
-            kept = retention_loss(fused, sources, target, has_label, self.roles, self.regions)
+            kept = retention_loss(fused, sources, target, has_label, self.roles, self.regions, self.overshoot)
             if kept is not None:
                 parts["retention"] = float(kept.detach())
                 loss = loss + self.retention * kept
