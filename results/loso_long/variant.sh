@@ -1,7 +1,7 @@
 #!/bin/bash
 # Stage III alone from part 1's Stage I/II results (results/loso_long/PLAN.md), then predict + evaluate: variant.sh NAME [--set K=V ...]
 set -euo pipefail
-cd /work/main
+cd "$(dirname "$0")/../.."  # the repository root
 M=.venv/bin/m2cofs
 IDS=brats2013_pat0003,brats2013_pat0004,brats2013_pat0005,brats2013_pat0006,TCGA-FG-6692
 NAME=$1; shift
