@@ -146,7 +146,7 @@ def retention_loss(fused: torch.Tensor, sources: torch.Tensor, target: torch.Ten
                 & (d_src > RETENTION_MIN_CONTRAST)
         if ok.any():
             r = _standardised_contrast(fused[:, 0], a, b, brain)[ok] / d_src[ok]
-            terms.append(torch.relu(1.0 - r) + overshoot * torch.relu(r - 1.0) if overshoot else torch.relu(1.0 - r))
+            terms.append(torch.relu(1.0 - r) + overshoot * torch.relu(r - 1.0))  # overshoot 0: + exactly 0
     if not terms:
         return None
     return torch.cat(terms).mean()
